@@ -1,0 +1,98 @@
+//! The one error type of pollwatch.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Everything that can go wrong when starting pollwatch or writing its report.
+///
+/// Each variant carries what you need to fix it: the variable and its bad
+/// value, the path that could not be written, the signal someone else owns.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A `POLLWATCH_*` environment variable holds a value pollwatch cannot use.
+    Env {
+        /// The variable, e.g. `POLLWATCH_THRESHOLD_MS`.
+        var: &'static str,
+        /// Its value as found.
+        value: String,
+        /// What was expected instead.
+        expected: &'static str,
+    },
+    /// A configuration value is out of range.
+    Config(String),
+    /// The sampling signal already has a handler that is not pollwatch's.
+    SignalInUse {
+        /// The signal's name, e.g. `SIGPROF`.
+        signal: String,
+    },
+    /// The sampling signal could not be installed.
+    Signal {
+        /// The signal's name.
+        signal: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The output directory could not be created or written.
+    OutputDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// An artifact could not be written.
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Another [`Guard`](crate::Guard) is still running in this process.
+    AlreadyRunning,
+    /// A pollwatch thread could not be started or stopped cleanly.
+    Thread(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Env { var, value, expected } => {
+                write!(f, "pollwatch: {var}={value:?} is not valid: expected {expected}")
+            }
+            Error::Config(msg) => write!(f, "pollwatch: invalid configuration: {msg}"),
+            Error::SignalInUse { signal } => write!(
+                f,
+                "pollwatch: {signal} already has a handler that is not pollwatch's; \
+                 pick another with POLLWATCH_SIGNAL (e.g. SIGPROF or SIGRTMIN+3)"
+            ),
+            Error::Signal { signal, source } => {
+                write!(f, "pollwatch: cannot install the {signal} handler: {source}")
+            }
+            Error::OutputDir { path, source } => {
+                write!(f, "pollwatch: cannot use output directory {}: {source}", path.display())
+            }
+            Error::Write { path, source } => {
+                write!(f, "pollwatch: cannot write {}: {source}", path.display())
+            }
+            Error::AlreadyRunning => write!(
+                f,
+                "pollwatch: already running in this process; finish the first Guard before starting another"
+            ),
+            Error::Thread(msg) => write!(f, "pollwatch: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Signal { source, .. }
+            | Error::OutputDir { source, .. }
+            | Error::Write { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// `Result` with pollwatch's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,213 @@
+//! Starting and stopping pollwatch: the [`Guard`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::report::stage::{Stage, StageConfig};
+use crate::report::Report;
+use crate::watchdog::{Settings, Stop, Watchdog};
+use crate::{registry, sampler, sys};
+
+/// Only one guard runs at a time: the sampler and the registry are per process.
+static RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// Samples in flight between the watchdog and the report stage; beyond this
+/// the watchdog drops samples (and counts them) rather than grow memory.
+const CHANNEL_CAPACITY: usize = 1024;
+
+/// A running pollwatch. Keep it alive for as long as you want blocking found.
+///
+/// [`finish`](Guard::finish) stops the watchdog, writes the artifacts and
+/// returns the [`Report`]. Dropping the guard does the same and prints any
+/// error to stderr, so the artifacts are written even if you never call
+/// `finish`.
+#[derive(Debug)]
+#[must_use = "pollwatch stops when the guard is dropped"]
+pub struct Guard {
+    inner: Option<Running>,
+}
+
+#[derive(Debug)]
+struct Running {
+    stop: Arc<Stop>,
+    watchdog: JoinHandle<()>,
+    stage: JoinHandle<(Report, Vec<Error>)>,
+}
+
+impl Guard {
+    fn disabled() -> Guard {
+        Guard { inner: None }
+    }
+
+    /// Whether this guard is actually watching (false when disabled by
+    /// `POLLWATCH=0` or on an unsupported platform).
+    pub fn is_active(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Stops the watchdog, writes `flamegraph.svg`, `stacks.folded` and
+    /// `summary.txt` (`episodes.jsonl` is already written), prints a one-line
+    /// pointer to stderr and returns the report.
+    pub fn finish(mut self) -> Result<Report> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<Report> {
+        let Some(run) = self.inner.take() else {
+            return Ok(Report::default());
+        };
+        run.stop.request();
+        let wd = run.watchdog.join();
+        let stage = run.stage.join();
+        RUNNING.store(false, Ordering::Release);
+        if wd.is_err() {
+            return Err(Error::Thread("the watchdog thread panicked".into()));
+        }
+        let (report, mut errors) =
+            stage.map_err(|_| Error::Thread("the report thread panicked".into()))?;
+        match errors.is_empty() {
+            true => Ok(report),
+            false => Err(errors.remove(0)),
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            eprintln!("{e}");
+        }
+    }
+}
+
+/// Whether `POLLWATCH` in the environment switches pollwatch off.
+fn killed_by_env() -> Result<bool> {
+    match std::env::var("POLLWATCH") {
+        Ok(v) => Ok(!Config::default()
+            .apply_env(|k| (k == "POLLWATCH").then(|| v.clone()))?
+            .enabled),
+        Err(_) => Ok(false),
+    }
+}
+
+pub(crate) fn start(cfg: Config) -> Result<Guard> {
+    if !cfg.enabled || killed_by_env()? {
+        registry::set_disabled(true);
+        return Ok(Guard::disabled());
+    }
+    let signal = cfg.validate()?;
+    if RUNNING.swap(true, Ordering::AcqRel) {
+        return Err(Error::AlreadyRunning);
+    }
+    match start_running(&cfg, signal) {
+        Ok(run) => Ok(Guard { inner: Some(run) }),
+        Err(e) => {
+            RUNNING.store(false, Ordering::Release);
+            Err(e)
+        }
+    }
+}
+
+fn start_running(cfg: &Config, signal: i32) -> Result<Running> {
+    registry::set_disabled(false);
+    sys::signal::install(signal).map_err(|e| match e {
+        sys::signal::InstallError::InUse => Error::SignalInUse {
+            signal: cfg.signal.clone(),
+        },
+        sys::signal::InstallError::OtherSignalInstalled(other) => Error::Config(format!(
+            "pollwatch already uses signal {other} in this process; it cannot switch to {}",
+            cfg.signal
+        )),
+        sys::signal::InstallError::Os(source) => Error::Signal {
+            signal: cfg.signal.clone(),
+            source,
+        },
+    })?;
+    let writer = crate::report::files_writer(&cfg.output_dir)?;
+    check_frame_pointers(signal);
+
+    let (tx, rx) = mpsc::sync_channel(CHANNEL_CAPACITY);
+    let stage_cfg = StageConfig {
+        threshold: cfg.threshold,
+        live: cfg.live,
+    };
+    let stage = std::thread::Builder::new()
+        .name("pollwatch-report".into())
+        .spawn(move || Stage::new(stage_cfg, Some(writer)).run(rx))
+        .map_err(|e| Error::Thread(format!("cannot start the report thread: {e}")))?;
+    let stop = Arc::new(Stop::default());
+    let settings = Settings {
+        threshold: cfg.threshold,
+        interval: cfg.interval,
+        signal,
+    };
+    let wd_stop = stop.clone();
+    let watchdog = std::thread::Builder::new()
+        .name("pollwatch-watchdog".into())
+        .spawn(move || Watchdog::new(settings, tx, wd_stop).run());
+    let watchdog = match watchdog {
+        Ok(w) => w,
+        Err(e) => {
+            // The report thread ends when its channel closes (tx was moved into
+            // the failed closure and dropped).
+            let _ = stage.join();
+            return Err(Error::Thread(format!(
+                "cannot start the watchdog thread: {e}"
+            )));
+        }
+    };
+    Ok(Running {
+        stop,
+        watchdog,
+        stage,
+    })
+}
+
+/// Captures this thread's stack through three known calls and warns when the
+/// frame-pointer chain does not reach back through them: then stacks will be
+/// cut short, and the fix is a rebuild with frame pointers.
+fn check_frame_pointers(signal: i32) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    let depth = fp_probe_1(signal);
+    if let Some(n) = depth {
+        if n < 3 && !WARNED.swap(true, Ordering::Relaxed) {
+            eprintln!(
+                "pollwatch: warning: the frame-pointer chain is broken (self-test saw {n} of 3 frames); \
+                 stacks will be incomplete. Build with RUSTFLAGS=\"-C force-frame-pointers=yes\"."
+            );
+        }
+    }
+}
+
+#[inline(never)]
+fn fp_probe_1(signal: i32) -> Option<usize> {
+    std::hint::black_box(fp_probe_2(signal))
+}
+
+#[inline(never)]
+fn fp_probe_2(signal: i32) -> Option<usize> {
+    std::hint::black_box(fp_probe_3(signal))
+}
+
+#[inline(never)]
+fn fp_probe_3(signal: i32) -> Option<usize> {
+    let sample = sampler::capture_self(signal).ok()?;
+    let probes = [
+        fp_probe_1 as *const () as u64,
+        fp_probe_2 as *const () as u64,
+    ];
+    // Count return addresses that land shortly after the start of our probe
+    // functions (each is tiny), plus the one into our caller.
+    let inside = |ra: u64| probes.iter().any(|&p| ra > p && ra < p + 512);
+    let found = sample
+        .frames
+        .iter()
+        .take(8)
+        .filter(|&&ra| inside(ra))
+        .count();
+    Some(found + usize::from(sample.frames.len() > 2))
+}

@@ -1,0 +1,262 @@
+//! Probes: where poll boundaries come from. This is the hot path, paid on
+//! every poll of every task, so it does no clock read, no lock, no allocation
+//! and no syscall: a `const` thread-local read, a depth counter, and one
+//! `Relaxed` load plus one `Release` store of the slot's epoch (a locked
+//! `fetch_add` would cost 20× more, and there is only one writer).
+
+use std::cell::Cell;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::panic::Location;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use crate::registry::{self, Slot};
+
+/// Who is being polled: tokio's task id and spawn location, or the place a
+/// future was wrapped with [`watch`].
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Label {
+    pub(crate) task_id: u64,
+    pub(crate) location: Option<&'static Location<'static>>,
+}
+
+#[derive(Clone, Copy)]
+struct ThreadState {
+    slot: Option<&'static Slot>,
+    depth: u32,
+    /// Registration failed for good (table full, thread exiting): stop trying
+    /// on every poll.
+    gave_up: bool,
+}
+
+const FRESH: ThreadState = ThreadState {
+    slot: None,
+    depth: 0,
+    gave_up: false,
+};
+
+thread_local! {
+    // `const`-initialised, `Copy`, no destructor: reading it is a plain
+    // thread-pointer-relative load, with no lazy-init check.
+    static STATE: Cell<ThreadState> = const { Cell::new(FRESH) };
+}
+
+/// What `exit` needs to undo an `enter`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Entered {
+    /// The label to put back when a nested poll ends (innermost wins while it runs).
+    restore: Option<Label>,
+}
+
+/// Marks the start of a poll on this thread, registering the thread on its
+/// first poll.
+#[inline]
+pub(crate) fn enter(label: Label) -> Entered {
+    let mut st = STATE.get();
+    let slot = match st.slot {
+        Some(s) => s,
+        None if st.gave_up => return Entered { restore: None },
+        None => match registry::register_current(None) {
+            Some(s) => {
+                st.slot = Some(s);
+                s
+            }
+            None => {
+                if !registry::is_disabled() {
+                    st.gave_up = true;
+                    STATE.set(st);
+                }
+                return Entered { restore: None };
+            }
+        },
+    };
+    let mut restore = None;
+    if st.depth == 0 {
+        slot.task_id.store(label.task_id, Ordering::Relaxed);
+        slot.location.store(label.location, Ordering::Relaxed);
+        let e = slot.epoch.load(Ordering::Relaxed);
+        // Release: the label stores above are visible to a watchdog that sees
+        // this epoch.
+        slot.epoch.store(e.wrapping_add(1), Ordering::Release);
+    } else if label.location.is_some() || label.task_id != 0 {
+        restore = Some(Label {
+            task_id: slot.task_id.load(Ordering::Relaxed),
+            location: slot.location.load(Ordering::Relaxed),
+        });
+        slot.task_id.store(label.task_id, Ordering::Relaxed);
+        slot.location.store(label.location, Ordering::Relaxed);
+    }
+    st.depth = st.depth.wrapping_add(1);
+    STATE.set(st);
+    Entered { restore }
+}
+
+/// Marks the end of the poll opened by the matching `enter`.
+#[inline]
+pub(crate) fn exit(entered: Entered) {
+    let mut st = STATE.get();
+    let Some(slot) = st.slot else { return };
+    if st.depth == 0 {
+        // Unbalanced exit (hooks installed mid-poll): nothing to close.
+        return;
+    }
+    st.depth -= 1;
+    if st.depth == 0 {
+        let e = slot.epoch.load(Ordering::Relaxed);
+        slot.epoch.store(e.wrapping_add(1), Ordering::Release);
+    } else if let Some(l) = entered.restore {
+        slot.task_id.store(l.task_id, Ordering::Relaxed);
+        slot.location.store(l.location, Ordering::Relaxed);
+    }
+    STATE.set(st);
+}
+
+/// `exit` for a probe that cannot carry state from its enter (tokio's
+/// after-poll hook); tokio's hooks never nest, so there is no label to restore.
+#[cfg_attr(not(tokio_unstable), allow(dead_code))]
+#[inline]
+pub(crate) fn exit_hook() {
+    exit(Entered { restore: None });
+}
+
+/// Called when the thread's slot is released, so a later probe on this thread
+/// (a destructor running during thread exit) cannot write a slot that another
+/// thread may own by then.
+pub(crate) fn forget_current_slot() {
+    let _ = STATE.try_with(|s| {
+        s.set(ThreadState {
+            gave_up: true,
+            ..FRESH
+        })
+    });
+}
+
+/// Registers the calling thread ahead of its first poll (tokio's
+/// `on_thread_start`), so the first poll pays nothing extra.
+pub(crate) fn register_thread(runtime: Option<std::sync::Arc<str>>) {
+    if let Some(slot) = registry::register_current(runtime) {
+        let mut st = STATE.get();
+        st.slot = Some(slot);
+        STATE.set(st);
+    }
+}
+
+/// Marks the calling thread as inside a poll until the guard is dropped: the
+/// probe for custom executors.
+///
+/// Put it around your executor's call to `Future::poll` (or `Runnable::run`).
+/// Nested guards count once; the thread registers with pollwatch on its first
+/// guard. Costs a few nanoseconds and never blocks.
+///
+/// ```
+/// use std::future::Future;
+/// use std::pin::pin;
+/// use std::task::{Context, Poll, Waker};
+///
+/// let mut fut = pin!(async { 1 + 1 });
+/// let mut cx = Context::from_waker(Waker::noop());
+/// let out = loop {
+///     let poll = {
+///         let _in_poll = pollwatch::enter_poll();
+///         fut.as_mut().poll(&mut cx)
+///     };
+///     if let Poll::Ready(v) = poll {
+///         break v;
+///     }
+/// };
+/// assert_eq!(out, 2);
+/// ```
+#[track_caller]
+#[inline]
+pub fn enter_poll() -> PollGuard {
+    PollGuard {
+        entered: enter(Label {
+            task_id: 0,
+            location: Some(Location::caller()),
+        }),
+        _not_send: PhantomData,
+    }
+}
+
+/// Guard returned by [`enter_poll`]; the poll ends when it is dropped.
+///
+/// It must be dropped on the thread that created it, so it is neither `Send`
+/// nor `Sync`.
+#[derive(Debug)]
+#[must_use = "the poll ends when the guard is dropped"]
+pub struct PollGuard {
+    entered: Entered,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Drop for PollGuard {
+    #[inline]
+    fn drop(&mut self) {
+        exit(self.entered);
+    }
+}
+
+/// Wraps a future so that every poll of it is watched, on any executor.
+///
+/// The first poll on a thread registers that thread with the watchdog. A poll
+/// that takes longer than the threshold becomes a blocking episode attributed
+/// to the place where `watch` was called. Nested watched futures attribute the
+/// episode to the innermost one and count the time once.
+///
+/// ```
+/// # futures_lite_block_on(async {
+/// let answer = pollwatch::watch(async { 42 }).await;
+/// assert_eq!(answer, 42);
+/// # });
+/// # fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     let mut f = std::pin::pin!(f);
+/// #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+/// #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+/// # }
+/// ```
+#[track_caller]
+pub fn watch<F: Future>(fut: F) -> Watched<F> {
+    Watched {
+        inner: fut,
+        location: Location::caller(),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future whose polls are watched; made by [`watch`].
+    #[derive(Debug)]
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Watched<F> {
+        #[pin]
+        inner: F,
+        location: &'static Location<'static>,
+    }
+}
+
+impl<F> Watched<F> {
+    /// Where this future was wrapped (the episode's `spawned_at`).
+    pub fn location(&self) -> &'static Location<'static> {
+        self.location
+    }
+}
+
+impl<F: Future> Future for Watched<F> {
+    type Output = F::Output;
+
+    // Never inlined: this frame is the anchor where the report cuts the
+    // executor's frames off, so the stack starts at the user's future.
+    #[inline(never)]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let _guard = PollGuard {
+            entered: enter(Label {
+                task_id: 0,
+                location: Some(*this.location),
+            }),
+            _not_send: PhantomData,
+        };
+        this.inner.poll(cx)
+    }
+}

@@ -1,0 +1,342 @@
+//! The report: blocking episodes with symbolized stacks, and the artifacts
+//! written from them (flamegraph, folded stacks, JSON lines, summary).
+
+pub(crate) mod files;
+pub(crate) mod stage;
+mod syscalls;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// One frame of a symbolized stack.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Frame {
+    /// Demangled function name without hash (`app::handler::{{closure}}`), or
+    /// `module+0xoffset` when there is no symbol.
+    pub function: String,
+    /// Source file, when debug info has it.
+    pub file: Option<String>,
+    /// Source line, when debug info has it.
+    pub line: Option<u32>,
+    /// The raw address this frame was resolved from (several inlined frames share one).
+    pub address: u64,
+    /// Whether this frame was inlined into the next (outer) one.
+    pub inlined: bool,
+}
+
+impl Frame {
+    pub(crate) fn unknown(address: u64, module: Option<&str>) -> Self {
+        Frame {
+            function: match module {
+                Some(m) => format!("{m}+{address:#x}"),
+                None => format!("{address:#x}"),
+            },
+            file: None,
+            line: None,
+            address,
+            inlined: false,
+        }
+    }
+
+    /// `file:line`, shortened to the last meaningful path components, if known.
+    pub fn location(&self) -> Option<String> {
+        let file = self.file.as_deref()?;
+        let short = shorten_path(file);
+        Some(match self.line {
+            Some(l) => format!("{short}:{l}"),
+            None => short.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.location() {
+            Some(loc) => write!(f, "{} ({loc})", self.function),
+            None => f.write_str(&self.function),
+        }
+    }
+}
+
+static CWD: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Keeps a path readable: `…/library/std/src/thread/mod.rs` → `std/src/thread/mod.rs`,
+/// `/home/me/app/src/main.rs` → `app/src/main.rs`.
+pub(crate) fn shorten_path(file: &str) -> &str {
+    if let Some(rest) = CWD
+        .get_or_init(|| {
+            std::env::current_dir()
+                .ok()
+                .map(|d| format!("{}/", d.display()))
+        })
+        .as_deref()
+        .and_then(|cwd| file.strip_prefix(cwd))
+    {
+        return rest;
+    }
+    if let Some(i) = file.find("/library/") {
+        return &file[i + "/library/".len()..];
+    }
+    if let Some(i) = file.rfind("/src/") {
+        let head = &file[..i];
+        let start = head.rfind('/').map_or(0, |j| j + 1);
+        return &file[start..];
+    }
+    file
+}
+
+/// Where a sampled thread was: on a CPU, or waiting in the kernel.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ThreadState {
+    /// Running code (a CPU loop, a big copy, a hash of a large buffer).
+    OnCpu,
+    /// Sleeping in the kernel; the syscall's name when known (`futex`, `clock_nanosleep`, `read`).
+    OffCpu(Option<String>),
+}
+
+impl fmt::Display for ThreadState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ThreadState::OnCpu => f.write_str("on-cpu"),
+            ThreadState::OffCpu(Some(s)) => write!(f, "off-cpu: {s}"),
+            ThreadState::OffCpu(None) => f.write_str("off-cpu"),
+        }
+    }
+}
+
+/// One distinct stack seen during an episode, with the blocked time it got.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Stack {
+    /// Frames, innermost (the blocking call) first, executor frames cut off.
+    pub frames: Vec<Frame>,
+    /// Blocked time attributed to this stack.
+    pub weight: Duration,
+    /// What the thread was doing there.
+    pub state: ThreadState,
+    /// Raw addresses as captured (before symbolization and trimming).
+    pub raw: Vec<u64>,
+}
+
+/// A poll that held its worker thread longer than the threshold.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Episode {
+    pub(crate) id: u64,
+    pub(crate) thread: String,
+    pub(crate) tid: i32,
+    pub(crate) runtime: Option<String>,
+    pub(crate) task_id: Option<u64>,
+    pub(crate) spawned_at: Option<String>,
+    pub(crate) start: SystemTime,
+    pub(crate) duration: Duration,
+    pub(crate) samples: u32,
+    pub(crate) missed: u32,
+    pub(crate) on_cpu: Duration,
+    pub(crate) off_cpu: Duration,
+    pub(crate) stacks: Vec<Stack>,
+    pub(crate) ended_by: &'static str,
+}
+
+impl Episode {
+    /// How long the poll held the thread (within a tick of the watchdog).
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    /// Name of the thread it happened on (`tokio-runtime-worker`).
+    pub fn thread_name(&self) -> &str {
+        &self.thread
+    }
+
+    /// Kernel thread id.
+    pub fn tid(&self) -> i32 {
+        self.tid
+    }
+
+    /// The runtime label given at hook-up, if any.
+    pub fn runtime(&self) -> Option<&str> {
+        self.runtime.as_deref()
+    }
+
+    /// tokio task id (with `--cfg tokio_unstable`).
+    pub fn task_id(&self) -> Option<u64> {
+        self.task_id
+    }
+
+    /// Where the task was spawned (tokio hooks) or the future wrapped (`watch`), as `file:line:col`.
+    pub fn spawned_at(&self) -> Option<&str> {
+        self.spawned_at.as_deref()
+    }
+
+    /// Wall-clock time the poll began.
+    pub fn start(&self) -> SystemTime {
+        self.start
+    }
+
+    /// Stack samples taken (signals answered, plus samples reused while the
+    /// thread sat in the same syscall).
+    pub fn samples(&self) -> u32 {
+        self.samples
+    }
+
+    /// Time the thread spent running on a CPU during the episode.
+    pub fn on_cpu(&self) -> Duration {
+        self.on_cpu
+    }
+
+    /// Time the thread spent waiting in the kernel during the episode.
+    pub fn off_cpu(&self) -> Duration {
+        self.off_cpu
+    }
+
+    /// The heaviest stack's frames, innermost first: where the poll blocked.
+    pub fn frames(&self) -> &[Frame] {
+        self.heaviest().map_or(&[], |s| &s.frames)
+    }
+
+    /// Every distinct stack seen, heaviest first.
+    pub fn stacks(&self) -> &[Stack] {
+        &self.stacks
+    }
+
+    /// The innermost frame of your own code in the heaviest stack.
+    pub fn top_user_frame(&self) -> Option<&Frame> {
+        crate::symbolize::top_user_frame(self.frames())
+    }
+
+    /// Whether any stack of this episode has a frame whose function contains `name`.
+    pub fn blocked_in(&self, name: &str) -> bool {
+        self.stacks
+            .iter()
+            .any(|s| s.frames.iter().any(|f| f.function.contains(name)))
+    }
+
+    fn heaviest(&self) -> Option<&Stack> {
+        self.stacks.first()
+    }
+}
+
+/// Counters of what was seen but is not an episode, or was dropped.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Long polls inside `block_in_place` or on the blocking pool, where blocking belongs.
+    pub excused: u64,
+    /// Polls that looked long only because the thread waited for a CPU.
+    pub descheduled: u64,
+    /// Sample signals that got no answer in time (thread exiting, signal blocked).
+    pub missed_samples: u64,
+    /// Samples dropped because the report stage fell behind.
+    pub dropped_samples: u64,
+    /// Episodes beyond the in-memory limit (still in `episodes.jsonl`).
+    pub dropped_episodes: u64,
+    /// Live stderr lines suppressed by the rate limit.
+    pub suppressed_lines: u64,
+    /// Threads not watched because the registry was full.
+    pub unwatched_threads: u64,
+}
+
+/// Everything pollwatch found, returned by [`Guard::finish`](crate::Guard::finish).
+///
+/// `Display` prints the same summary as `summary.txt`, so a test can fail with
+/// the call sites in its message:
+///
+/// ```no_run
+/// let guard = pollwatch::init()?;
+/// // ... run the workload ...
+/// let report = guard.finish()?;
+/// assert!(report.episodes().is_empty(), "{report}");
+/// # Ok::<(), pollwatch::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct Report {
+    pub(crate) episodes: Vec<Episode>,
+    pub(crate) threshold: Duration,
+    pub(crate) dir: Option<PathBuf>,
+    pub(crate) counters: Counters,
+    pub(crate) total_episodes: u64,
+    pub(crate) total_blocked: Duration,
+}
+
+impl Report {
+    /// The episodes, in the order they ended.
+    pub fn episodes(&self) -> &[Episode] {
+        &self.episodes
+    }
+
+    /// Episodes that blocked in a function whose name contains `name`.
+    pub fn blocked_in<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Episode> + 'a {
+        self.episodes.iter().filter(move |e| e.blocked_in(name))
+    }
+
+    /// Sum of all episodes' durations.
+    pub fn total_blocked(&self) -> Duration {
+        self.total_blocked
+    }
+
+    /// The threshold the run used.
+    pub fn threshold(&self) -> Duration {
+        self.threshold
+    }
+
+    /// What was seen but not reported as an episode, or dropped.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The directory holding this run's artifacts (`<dir>/<exe>-<pid>`).
+    pub fn output_dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// `flamegraph.svg` in the output directory.
+    pub fn flamegraph_path(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join(files::SVG))
+    }
+
+    /// `stacks.folded` in the output directory.
+    pub fn folded_path(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join(files::FOLDED))
+    }
+
+    /// `episodes.jsonl` in the output directory.
+    pub fn events_path(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join(files::JSONL))
+    }
+
+    /// `summary.txt` in the output directory.
+    pub fn summary_path(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join(files::SUMMARY))
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&files::summary_text(self))
+    }
+}
+
+/// Creates the run's output directory and opens its event log.
+pub(crate) fn files_writer(base: &Path) -> crate::Result<files::Writer> {
+    files::Writer::create(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_shortened() {
+        assert_eq!(
+            shorten_path("/rustc/abc/library/std/src/thread/mod.rs"),
+            "std/src/thread/mod.rs"
+        );
+        assert_eq!(shorten_path("/home/me/app/src/main.rs"), "app/src/main.rs");
+        assert_eq!(shorten_path("main.rs"), "main.rs");
+    }
+}

@@ -1,0 +1,398 @@
+//! The report stage: a thread that receives raw episodes from the watchdog,
+//! symbolizes their stacks, prints the live lines, appends `episodes.jsonl`
+//! and, at the end, writes the flamegraph, folded stacks and summary.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use super::files::Writer;
+use super::{syscalls, Episode, Frame, Report, Stack, ThreadState};
+use crate::episode::{EndReason, Event, Started, Tag, WatchdogStats};
+use crate::symbolize::{self, RawFrame, Symbolizer};
+
+/// Episodes kept in memory for [`Report::episodes`]; later ones are still written.
+const MAX_EPISODES: usize = 10_000;
+/// Distinct folded lines kept; the rest are merged into one `[other stacks]` line.
+const MAX_FOLDED: usize = 20_000;
+/// Distinct stacks kept per episode.
+const MAX_STACKS_PER_EPISODE: usize = 64;
+/// Rewrite the end-of-run files at most this often while running, so that a
+/// process that never finishes its guard still leaves a recent flamegraph.
+const FLUSH_EVERY: Duration = Duration::from_secs(2);
+
+/// Settings of the report stage.
+pub(crate) struct StageConfig {
+    pub(crate) threshold: Duration,
+    pub(crate) live: bool,
+}
+
+struct Agg {
+    raw: Vec<RawFrame>,
+    tag: Tag,
+    frames: Vec<Frame>,
+    weight_us: u64,
+}
+
+struct Open {
+    started: Box<Started>,
+    stacks: Vec<Agg>,
+    last: Option<usize>,
+    on_cpu_us: u64,
+    off_cpu_us: u64,
+    samples: u32,
+    excused: bool,
+    announced: bool,
+}
+
+/// Token bucket for the live lines, so a storm of episodes cannot flood stderr.
+struct RateLimit {
+    tokens: f64,
+    last: Instant,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    const BURST: f64 = 20.0;
+    const PER_SEC: f64 = 5.0;
+
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * Self::PER_SEC)
+            .min(Self::BURST);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
+}
+
+pub(crate) struct Stage {
+    cfg: StageConfig,
+    sym: Symbolizer,
+    writer: Option<Writer>,
+    open: HashMap<u64, Open>,
+    report: Report,
+    folded: BTreeMap<String, u64>,
+    limit: RateLimit,
+    watchdog: WatchdogStats,
+    last_flush: Instant,
+    dirty: bool,
+    errors: Vec<crate::Error>,
+}
+
+impl Stage {
+    pub(crate) fn new(cfg: StageConfig, writer: Option<Writer>) -> Self {
+        let mut sym = Symbolizer::new();
+        sym.warm_up();
+        let report = Report {
+            threshold: cfg.threshold,
+            dir: writer.as_ref().map(|w| w.dir().to_path_buf()),
+            ..Report::default()
+        };
+        Stage {
+            cfg,
+            sym,
+            writer,
+            open: HashMap::new(),
+            report,
+            folded: BTreeMap::new(),
+            limit: RateLimit {
+                tokens: RateLimit::BURST,
+                last: Instant::now(),
+                suppressed: 0,
+            },
+            watchdog: WatchdogStats::default(),
+            last_flush: Instant::now(),
+            dirty: false,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Runs until the watchdog hangs up, then writes the final artifacts.
+    pub(crate) fn run(mut self, rx: Receiver<Event>) -> (Report, Vec<crate::Error>) {
+        while let Ok(ev) = rx.recv() {
+            self.handle(ev);
+            if self.dirty && self.last_flush.elapsed() >= FLUSH_EVERY {
+                self.flush();
+            }
+        }
+        self.finish()
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Started(s) => {
+                self.sym.refresh();
+                self.open.insert(
+                    s.id,
+                    Open {
+                        started: s,
+                        stacks: Vec::new(),
+                        last: None,
+                        on_cpu_us: 0,
+                        off_cpu_us: 0,
+                        samples: 0,
+                        excused: false,
+                        announced: false,
+                    },
+                );
+            }
+            Event::Sample {
+                id,
+                raw,
+                weight_us,
+                tag,
+            } => self.sample(id, raw, weight_us, tag),
+            Event::Progress { id, elapsed } => {
+                if let Some(o) = self.open.get(&id) {
+                    if !o.excused {
+                        let line = format!(
+                            "pollwatch: {} still blocked after {} ms (episode {id})",
+                            who(&o.started),
+                            elapsed.as_millis()
+                        );
+                        self.live(&line);
+                    }
+                }
+            }
+            Event::Ended {
+                id,
+                duration,
+                missed,
+                reason,
+            } => self.ended(id, duration, missed, reason),
+            Event::Finished(stats) => self.watchdog = stats,
+        }
+    }
+
+    fn sample(
+        &mut self,
+        id: u64,
+        raw: Option<Box<crate::sampler::RawSample>>,
+        weight_us: u64,
+        tag: Tag,
+    ) {
+        let Some(o) = self.open.get_mut(&id) else {
+            return;
+        };
+        o.samples = o.samples.saturating_add(1);
+        match tag {
+            Tag::OnCpu => o.on_cpu_us += weight_us,
+            Tag::OffCpu { .. } => o.off_cpu_us += weight_us,
+        }
+        let stack = match raw {
+            Some(raw) => self.sym.repair(&raw),
+            None => match o.last {
+                Some(i) => o.stacks[i].raw.clone(),
+                None => Vec::new(),
+            },
+        };
+        let idx = match o.stacks.iter().position(|a| a.raw == stack && a.tag == tag) {
+            Some(i) => i,
+            None if o.stacks.len() < MAX_STACKS_PER_EPISODE => {
+                let frames = if stack.is_empty() {
+                    vec![Frame::unknown(0, Some("[not sampled]"))]
+                } else {
+                    self.sym.symbolize(&stack)
+                };
+                o.stacks.push(Agg {
+                    raw: stack,
+                    tag,
+                    frames,
+                    weight_us: 0,
+                });
+                o.stacks.len() - 1
+            }
+            None => o.last.unwrap_or(0),
+        };
+        o.stacks[idx].weight_us += weight_us;
+        o.last = Some(idx);
+        if o.announced || o.excused || o.stacks[idx].raw.is_empty() {
+            return;
+        }
+        o.announced = true;
+        if let Some(why) = symbolize::excuse(&o.stacks[idx].frames) {
+            o.excused = true;
+            o.started.excused.store(true, Ordering::Relaxed);
+            let _ = why;
+            return;
+        }
+        let trimmed = symbolize::trim(&o.stacks[idx].frames);
+        let at = symbolize::top_user_frame(&trimmed)
+            .or(trimmed.first())
+            .map(|f| f.to_string())
+            .unwrap_or_else(|| "an unknown frame".into());
+        let line = format!(
+            "pollwatch: {} blocked {} ms in one poll{}: in {at} [{}]",
+            who(&o.started),
+            o.started.stuck_for.as_millis(),
+            task_suffix(&o.started),
+            state_of(tag),
+        );
+        self.live(&line);
+    }
+
+    fn ended(&mut self, id: u64, duration: Duration, missed: u32, reason: EndReason) {
+        let Some(o) = self.open.remove(&id) else {
+            return;
+        };
+        if o.excused {
+            self.report.counters.excused += 1;
+            return;
+        }
+        let mut stacks: Vec<Stack> = o
+            .stacks
+            .iter()
+            .map(|a| Stack {
+                frames: symbolize::trim(&a.frames),
+                weight: Duration::from_micros(a.weight_us),
+                state: state_of(a.tag),
+                raw: a.raw.iter().map(|r| r.address()).collect(),
+            })
+            .collect();
+        stacks.sort_by_key(|s| std::cmp::Reverse(s.weight));
+        let s = &o.started;
+        let episode = Episode {
+            id,
+            thread: s.thread.clone(),
+            tid: s.tid,
+            runtime: s.runtime.as_deref().map(str::to_owned),
+            task_id: s.task_id,
+            spawned_at: s.spawned_at.map(|l| l.to_string()),
+            start: s.start,
+            duration,
+            samples: o.samples,
+            missed,
+            on_cpu: Duration::from_micros(o.on_cpu_us),
+            off_cpu: Duration::from_micros(o.off_cpu_us),
+            stacks,
+            ended_by: match reason {
+                EndReason::PollReturned => "poll_returned",
+                EndReason::ThreadExited => "thread_exited",
+                EndReason::Stopped => "still_blocked_at_stop",
+            },
+        };
+        if o.announced {
+            let at = episode
+                .top_user_frame()
+                .or(episode.frames().first())
+                .map(|f| f.to_string())
+                .unwrap_or_default();
+            let line = format!(
+                "pollwatch: episode {id} on {} ended after {} ms: {at}",
+                who(s),
+                duration.as_millis()
+            );
+            self.live(&line);
+        }
+        for st in &episode.stacks {
+            let line = super::files::folded_line(&episode, st);
+            if self.folded.len() < MAX_FOLDED || self.folded.contains_key(&line) {
+                *self.folded.entry(line).or_default() += st.weight.as_micros() as u64;
+            } else {
+                *self.folded.entry("[other stacks]".into()).or_default() +=
+                    st.weight.as_micros() as u64;
+            }
+        }
+        if let Some(w) = self.writer.as_mut() {
+            if let Err(e) = w.append_episode(&episode) {
+                self.errors.push(e);
+            }
+        }
+        self.report.total_episodes += 1;
+        self.report.total_blocked += duration;
+        if self.report.episodes.len() < MAX_EPISODES {
+            self.report.episodes.push(episode);
+        } else {
+            self.report.counters.dropped_episodes += 1;
+        }
+        self.dirty = true;
+    }
+
+    fn live(&mut self, line: &str) {
+        if !self.cfg.live || !self.limit.allow() {
+            return;
+        }
+        eprintln!("{line}");
+        #[cfg(feature = "tracing")]
+        tracing::warn!(target: "pollwatch", "{line}");
+    }
+
+    fn counters(&mut self) {
+        let c = &mut self.report.counters;
+        c.descheduled = self.watchdog.descheduled;
+        c.missed_samples = self.watchdog.missed;
+        c.dropped_samples = self.watchdog.dropped;
+        c.suppressed_lines = self.limit.suppressed;
+        c.unwatched_threads = crate::registry::overflow() as u64;
+    }
+
+    fn flush(&mut self) {
+        self.counters();
+        self.last_flush = Instant::now();
+        self.dirty = false;
+        if let Some(w) = self.writer.as_ref() {
+            if let Err(e) = w.write_final(&self.report, &self.folded) {
+                self.errors.push(e);
+            }
+        }
+    }
+
+    fn finish(mut self) -> (Report, Vec<crate::Error>) {
+        // Episodes still open when the watchdog hung up (it ends them itself,
+        // so this only happens if it died).
+        let open: Vec<u64> = self.open.keys().copied().collect();
+        for id in open {
+            self.ended(id, Duration::ZERO, 0, EndReason::Stopped);
+        }
+        self.flush();
+        if self.cfg.live || self.report.total_episodes > 0 {
+            let r = &self.report;
+            let mut line = format!(
+                "pollwatch: {} blocking episode{}, {} ms blocked",
+                r.total_episodes,
+                if r.total_episodes == 1 { "" } else { "s" },
+                r.total_blocked.as_millis()
+            );
+            if let Some(p) = r.flamegraph_path() {
+                line.push_str(&format!(", flamegraph at {}", p.display()));
+            }
+            eprintln!("{line}");
+        }
+        (self.report, self.errors)
+    }
+}
+
+fn who(s: &Started) -> String {
+    match &s.runtime {
+        Some(rt) => format!("{} [{rt}] (tid {})", s.thread, s.tid),
+        None => format!("{} (tid {})", s.thread, s.tid),
+    }
+}
+
+fn task_suffix(s: &Started) -> String {
+    match (s.task_id, s.spawned_at) {
+        (Some(id), Some(loc)) => format!(" of task {id} spawned at {loc}"),
+        (None, Some(loc)) => format!(" of the future watched at {loc}"),
+        (Some(id), None) => format!(" of task {id}"),
+        (None, None) => String::new(),
+    }
+}
+
+pub(crate) fn state_of(tag: Tag) -> ThreadState {
+    match tag {
+        Tag::OnCpu => ThreadState::OnCpu,
+        Tag::OffCpu { syscall } => {
+            ThreadState::OffCpu(syscall.map(|nr| match syscalls::name(nr) {
+                Some(n) => n.to_owned(),
+                None => format!("syscall {nr}"),
+            }))
+        }
+    }
+}

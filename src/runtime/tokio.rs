@@ -1,0 +1,108 @@
+//! tokio: register the runtime's threads and, with `--cfg tokio_unstable`,
+//! watch every task's polls.
+//!
+//! | build | what is watched |
+//! |---|---|
+//! | default | every future you wrap with [`watch`](crate::watch) (a spawned task, a handler, the `block_on` root) |
+//! | `RUSTFLAGS="--cfg tokio_unstable"` | every poll of every task, attributed to the task id and its spawn location; plus wrapped futures |
+//!
+//! Threads of the blocking pool are registered too (tokio starts them with the
+//! same hook) but never run task polls, so they are never reported; neither is
+//! a poll parked in `block_in_place`.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use crate::probe;
+
+/// Hooks pollwatch into a tokio runtime builder and returns it for chaining.
+///
+/// This sets the builder's `on_thread_start`/`on_thread_stop` callbacks (and,
+/// with `--cfg tokio_unstable`, `on_before_task_poll`/`on_after_task_poll`),
+/// replacing any you set before; set yours afterwards only if you do not need
+/// pollwatch's.
+///
+/// ```no_run
+/// let guard = pollwatch::init()?;
+/// let rt = pollwatch::tokio::instrument(&mut tokio::runtime::Builder::new_multi_thread())
+///     .enable_all()
+///     .build()?;
+/// rt.block_on(async {
+///     tokio::spawn(pollwatch::watch(async { /* ... */ })).await.unwrap();
+/// });
+/// drop(rt);
+/// let report = guard.finish()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn instrument(builder: &mut tokio::runtime::Builder) -> &mut tokio::runtime::Builder {
+    hook(builder, None)
+}
+
+/// Like [`instrument`], and labels the runtime's threads so that episodes say
+/// which runtime they happened on when a process runs several.
+pub fn instrument_as<'b>(
+    builder: &'b mut tokio::runtime::Builder,
+    label: &str,
+) -> &'b mut tokio::runtime::Builder {
+    hook(builder, Some(Arc::from(label)))
+}
+
+fn hook(
+    builder: &mut tokio::runtime::Builder,
+    label: Option<Arc<str>>,
+) -> &mut tokio::runtime::Builder {
+    builder
+        .on_thread_start(move || probe::register_thread(label.clone()))
+        .on_thread_stop(crate::registry::deregister_current);
+    #[cfg(tokio_unstable)]
+    builder
+        .on_before_task_poll(|meta| {
+            probe::enter(probe::Label {
+                task_id: task_id(meta.id()),
+                location: Some(meta.spawned_at()),
+            });
+        })
+        .on_after_task_poll(|_| probe::exit_hook());
+    builder
+}
+
+/// tokio's `task::Id` as a number. `Id` exposes no getter, but it hashes as
+/// its `u64`: this hasher just keeps that value, and compiles down to a move.
+#[cfg_attr(not(tokio_unstable), allow(dead_code))]
+#[inline(always)]
+fn task_id(id: tokio::task::Id) -> u64 {
+    #[derive(Default)]
+    struct Take(u64);
+    impl Hasher for Take {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            // Not used by NonZeroU64's Hash; keep something deterministic anyway.
+            for &b in bytes {
+                self.0 = self.0.rotate_left(8) ^ u64::from(b);
+            }
+        }
+        fn write_u64(&mut self, v: u64) {
+            self.0 = v;
+        }
+    }
+    let mut h = Take::default();
+    id.hash(&mut h);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn task_id_matches_display() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let h = tokio::spawn(async { tokio::task::id() });
+            let id = h.await.unwrap();
+            assert_eq!(super::task_id(id).to_string(), id.to_string());
+        });
+    }
+}

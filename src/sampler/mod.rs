@@ -1,0 +1,261 @@
+//! Capturing the stack of a stuck thread, on request from the watchdog.
+//!
+//! There is one preallocated sample buffer for the whole process and one
+//! request in flight at a time. Its state machine:
+//!
+//! ```text
+//! IDLE ──watchdog arms──► ARMED ──handler on the right tid──► WRITING ──► READY
+//!   ▲                       │ (deadline passed: watchdog CASes back)        │
+//!   └───────────────────────┴──────────── watchdog copies out ◄─────────────┘
+//! ```
+//!
+//! The handler side (`claim`, `fill`, `publish`) runs inside the signal handler
+//! and is async-signal-safe: atomics and bounded stack reads only.
+
+pub(crate) mod unwind;
+
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::sys::signal::{self, StackWindow};
+use crate::sys::Regs;
+
+/// Most return addresses one sample keeps.
+pub(crate) const MAX_FRAMES: usize = 192;
+/// Words copied from the top of the interrupted stack for offline leaf repair.
+pub(crate) const COPY_WORDS: usize = 128;
+
+const IDLE: u32 = 0;
+const ARMED: u32 = 1;
+const WRITING: u32 = 2;
+const READY: u32 = 3;
+
+struct SampleBuf {
+    state: AtomicU32,
+    tid: AtomicI32,
+    stack_lo: AtomicU64,
+    stack_hi: AtomicU64,
+    pc: AtomicU64,
+    sp: AtomicU64,
+    fp: AtomicU64,
+    lr: AtomicU64,
+    nframes: AtomicU32,
+    frames: [AtomicU64; MAX_FRAMES],
+    ncopy: AtomicU32,
+    copy: [AtomicU64; COPY_WORDS],
+}
+
+static BUF: SampleBuf = SampleBuf {
+    state: AtomicU32::new(IDLE),
+    tid: AtomicI32::new(0),
+    stack_lo: AtomicU64::new(0),
+    stack_hi: AtomicU64::new(0),
+    pc: AtomicU64::new(0),
+    sp: AtomicU64::new(0),
+    fp: AtomicU64::new(0),
+    lr: AtomicU64::new(0),
+    nframes: AtomicU32::new(0),
+    frames: [const { AtomicU64::new(0) }; MAX_FRAMES],
+    ncopy: AtomicU32::new(0),
+    copy: [const { AtomicU64::new(0) }; COPY_WORDS],
+};
+
+/// Serialises requesters (the watchdog, the start-up self-test).
+static REQUEST: Mutex<()> = Mutex::new(());
+
+/// Proof, inside the handler, that this invocation owns the buffer.
+pub(crate) struct Claim {
+    pub(crate) stack_lo: u64,
+    pub(crate) stack_hi: u64,
+}
+
+/// Handler side: takes the buffer if a request is armed for thread `tid`.
+#[inline(always)]
+pub(crate) fn claim(tid: i32) -> Option<Claim> {
+    if BUF.tid.load(Ordering::Acquire) != tid {
+        return None;
+    }
+    BUF.state
+        .compare_exchange(ARMED, WRITING, Ordering::Acquire, Ordering::Relaxed)
+        .ok()?;
+    // Re-check after winning the CAS: the watchdog writes tid before arming, and
+    // cannot re-arm for another thread while we hold WRITING.
+    if BUF.tid.load(Ordering::Relaxed) != tid {
+        BUF.state.store(IDLE, Ordering::Release);
+        return None;
+    }
+    Some(Claim {
+        stack_lo: BUF.stack_lo.load(Ordering::Relaxed),
+        stack_hi: BUF.stack_hi.load(Ordering::Relaxed),
+    })
+}
+
+/// Handler side: records registers, the frame-pointer chain and the top of the
+/// stack. Bounded: at most `MAX_FRAMES` records, `COPY_WORDS` words and one
+/// resync scan of `unwind::RESYNC_SPAN` bytes.
+#[inline(always)]
+pub(crate) fn fill(_claim: &Claim, regs: &Regs, window: Option<&StackWindow>) {
+    BUF.pc.store(regs.pc, Ordering::Relaxed);
+    BUF.sp.store(regs.sp, Ordering::Relaxed);
+    BUF.lr.store(regs.lr, Ordering::Relaxed);
+    let mut nframes = 0usize;
+    let mut ncopy = 0usize;
+    let mut start = 0u64;
+    if let Some(w) = window {
+        let read = |addr: u64| w.read(addr);
+        start = unwind::start_fp(regs.sp, regs.fp, &read);
+        unwind::walk(start, &read, &mut |ra| match BUF.frames.get(nframes) {
+            Some(slot) => {
+                slot.store(ra, Ordering::Relaxed);
+                nframes = nframes.wrapping_add(1);
+                true
+            }
+            None => false,
+        });
+        let mut addr = w.lo();
+        while let (Some(slot), Some(word)) = (BUF.copy.get(ncopy), w.read(addr)) {
+            slot.store(word, Ordering::Relaxed);
+            ncopy = ncopy.wrapping_add(1);
+            addr = addr.wrapping_add(8);
+            if addr >= w.hi() {
+                break;
+            }
+        }
+    }
+    BUF.fp.store(start, Ordering::Relaxed);
+    BUF.nframes.store(nframes as u32, Ordering::Relaxed);
+    BUF.ncopy.store(ncopy as u32, Ordering::Relaxed);
+}
+
+/// Handler side: hands the buffer back to the watchdog and wakes it.
+#[inline(always)]
+pub(crate) fn publish(_claim: Claim) {
+    BUF.state.store(READY, Ordering::Release);
+    signal::futex_wake(&BUF.state);
+}
+
+/// One captured stack, still as raw addresses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RawSample {
+    /// Interrupted program counter (the leaf).
+    pub(crate) pc: u64,
+    /// Interrupted stack pointer; `copy[0]` was read from here.
+    pub(crate) sp: u64,
+    /// Frame pointer the walk started from.
+    pub(crate) fp: u64,
+    /// Link register (aarch64), else 0.
+    pub(crate) lr: u64,
+    /// Return addresses from the frame-pointer chain, innermost first.
+    pub(crate) frames: Vec<u64>,
+    /// Words at `[sp, sp + 8 * copy.len())`, for leaf repair.
+    pub(crate) copy: Vec<u64>,
+}
+
+/// What a sample request needs to know about its target.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Target {
+    pub(crate) tid: i32,
+    pub(crate) stack: (u64, u64),
+}
+
+/// Why a sample was not taken.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Missed {
+    /// The thread is gone (`ESRCH`).
+    ThreadGone,
+    /// The handler did not run before the deadline (signal blocked, thread in
+    /// uninterruptible sleep, or simply not scheduled).
+    Timeout,
+    /// The signal could not be sent (`EPERM` under seccomp, ...).
+    SendFailed,
+}
+
+/// Watchdog side: signals `target`, waits up to `deadline` for the handler and
+/// copies the sample out.
+pub(crate) fn capture(target: Target, sig: i32, deadline: Duration) -> Result<RawSample, Missed> {
+    let _one_at_a_time = REQUEST.lock().unwrap_or_else(|p| p.into_inner());
+    BUF.tid.store(target.tid, Ordering::Relaxed);
+    BUF.stack_lo.store(target.stack.0, Ordering::Relaxed);
+    BUF.stack_hi.store(target.stack.1, Ordering::Relaxed);
+    BUF.state.store(ARMED, Ordering::Release);
+    if let Err(e) = signal::tgkill(target.tid, sig) {
+        disarm();
+        return Err(if e.raw_os_error() == Some(libc::ESRCH) {
+            Missed::ThreadGone
+        } else {
+            Missed::SendFailed
+        });
+    }
+    let until = Instant::now() + deadline;
+    loop {
+        let s = BUF.state.load(Ordering::Acquire);
+        if s == READY {
+            break;
+        }
+        let now = Instant::now();
+        if now >= until {
+            if BUF
+                .state
+                .compare_exchange(ARMED, IDLE, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                BUF.tid.store(0, Ordering::Relaxed);
+                return Err(Missed::Timeout);
+            }
+            // The handler is writing right now; it is bounded, so wait it out.
+            while BUF.state.load(Ordering::Acquire) != READY {
+                std::hint::spin_loop();
+            }
+            break;
+        }
+        signal::futex_wait(&BUF.state, s, until - now);
+    }
+    let n = (BUF.nframes.load(Ordering::Relaxed) as usize).min(MAX_FRAMES);
+    let c = (BUF.ncopy.load(Ordering::Relaxed) as usize).min(COPY_WORDS);
+    let sample = RawSample {
+        pc: BUF.pc.load(Ordering::Relaxed),
+        sp: BUF.sp.load(Ordering::Relaxed),
+        fp: BUF.fp.load(Ordering::Relaxed),
+        lr: BUF.lr.load(Ordering::Relaxed),
+        frames: BUF.frames[..n]
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .collect(),
+        copy: BUF.copy[..c]
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .collect(),
+    };
+    BUF.tid.store(0, Ordering::Relaxed);
+    BUF.state.store(IDLE, Ordering::Release);
+    Ok(sample)
+}
+
+fn disarm() {
+    let _ = BUF
+        .state
+        .compare_exchange(ARMED, IDLE, Ordering::AcqRel, Ordering::Acquire);
+    BUF.tid.store(0, Ordering::Relaxed);
+}
+
+/// Captures the calling thread's own stack through the signal path: used by the
+/// start-up self-test and by tests. The handler runs before `tgkill` returns,
+/// because a signal sent to the calling thread is delivered on the way out of
+/// the syscall.
+pub(crate) fn capture_self(sig: i32) -> Result<RawSample, Missed> {
+    let Some(stack) = crate::sys::thread::stack_range() else {
+        return Err(Missed::SendFailed);
+    };
+    if signal::blocked_here(sig) {
+        return Err(Missed::Timeout);
+    }
+    capture(
+        Target {
+            tid: signal::gettid(),
+            stack,
+        },
+        sig,
+        Duration::from_millis(100),
+    )
+}

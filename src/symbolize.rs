@@ -1,0 +1,643 @@
+//! Turning raw addresses into readable frames, off the signal path.
+//!
+//! One `addr2line::Loader` per loaded object, opened on first use; every
+//! distinct address is resolved once and cached. Return addresses are looked
+//! up at `ra − 1` (the call instruction), the interrupted `pc` as is. Inlined
+//! frames are expanded; names are demangled without hashes.
+//!
+//! Also here: the offline *leaf repair*. Code without frame pointers (Debian's
+//! libc) hides its caller from the frame-pointer walk; the handler copies the
+//! top of the stack, and this module recovers the return addresses in it: a
+//! word is one if it points just after a `call` in a loaded text segment.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use crate::report::Frame;
+use crate::sampler::RawSample;
+use crate::sys::modules::{self, Module};
+
+/// An address from a stack, with the rule for looking it up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum RawFrame {
+    /// The interrupted instruction: look up as is.
+    Pc(u64),
+    /// A return address: the call is the instruction before it, so look up `ra − 1`.
+    Return(u64),
+}
+
+impl RawFrame {
+    /// The address to hand to the debug-info lookup.
+    pub(crate) fn lookup_address(self) -> u64 {
+        match self {
+            RawFrame::Pc(a) => a,
+            RawFrame::Return(a) => a.saturating_sub(1),
+        }
+    }
+
+    /// The address as captured.
+    pub(crate) fn address(self) -> u64 {
+        match self {
+            RawFrame::Pc(a) | RawFrame::Return(a) => a,
+        }
+    }
+}
+
+/// Resolves addresses of this process.
+pub(crate) struct Symbolizer {
+    modules: Vec<Module>,
+    adds: u64,
+    loaders: HashMap<usize, Option<addr2line::Loader>>,
+    cache: HashMap<RawFrame, Arc<[Frame]>>,
+    call_targets: HashMap<u64, Option<Call>>,
+    mem: Option<File>,
+}
+
+/// Distinct addresses kept in the cache before it is cleared (a memory bound).
+const CACHE_LIMIT: usize = 200_000;
+
+impl Symbolizer {
+    pub(crate) fn new() -> Self {
+        let (modules, adds) = modules::loaded_modules();
+        Symbolizer {
+            modules,
+            adds,
+            loaders: HashMap::new(),
+            cache: HashMap::new(),
+            call_targets: HashMap::new(),
+            mem: File::open("/proc/self/mem").ok(),
+        }
+    }
+
+    /// Re-reads the module list if a library was loaded since the last look.
+    pub(crate) fn refresh(&mut self) {
+        let adds = modules::adds_counter();
+        if adds != self.adds {
+            let (m, a) = modules::loaded_modules();
+            self.modules = m;
+            self.adds = a;
+            self.loaders.clear();
+            self.cache.clear();
+            self.call_targets.clear();
+        }
+    }
+
+    /// Loads the main program's debug info now, so the first episode is
+    /// reported without that delay.
+    pub(crate) fn warm_up(&mut self) {
+        if let Some(i) = self.modules.iter().position(|m| m.is_main) {
+            if let Some(Some(l)) = Some(self.loader(i)) {
+                let _ = l.find_frames(0);
+            }
+        }
+    }
+
+    fn module_of(&self, addr: u64) -> Option<usize> {
+        self.modules
+            .iter()
+            .position(|m| m.text.iter().any(|&(s, e)| addr >= s && addr < e))
+    }
+
+    fn loader(&mut self, i: usize) -> Option<&addr2line::Loader> {
+        let path = &self.modules[i].path;
+        self.loaders
+            .entry(i)
+            .or_insert_with(|| addr2line::Loader::new(path).ok())
+            .as_ref()
+    }
+
+    fn read_mem<const N: usize>(&self, at: u64) -> Option<[u8; N]> {
+        let mut b = [0u8; N];
+        self.mem.as_ref()?.read_exact_at(&mut b, at).ok()?;
+        Some(b)
+    }
+
+    /// Where the call instruction just before return address `ra` goes, if it
+    /// is a call whose target can be known (direct, or through the GOT), with
+    /// PLT stubs followed to the real function.
+    fn call_target(&mut self, ra: u64) -> Option<Call> {
+        if let Some(&t) = self.call_targets.get(&ra) {
+            return t;
+        }
+        let t = self.module_of(ra).and_then(|_| {
+            let bytes: [u8; 8] = self.read_mem(ra.checked_sub(8)?)?;
+            match decode_call(&bytes, ra, |slot| {
+                self.read_mem::<8>(slot).map(u64::from_le_bytes)
+            })? {
+                Call::To(target) => Some(Call::To(self.follow_plt(target))),
+                Call::Indirect => Some(Call::Indirect),
+            }
+        });
+        if self.call_targets.len() < CACHE_LIMIT {
+            self.call_targets.insert(ra, t);
+        }
+        t
+    }
+
+    /// If `target` is a PLT stub (`[endbr64] [bnd] jmp *slot(%rip)`), the function it jumps to.
+    fn follow_plt(&self, target: u64) -> u64 {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(b) = self.read_mem::<16>(target) {
+            let mut i = 0;
+            if b[..4] == [0xF3, 0x0F, 0x1E, 0xFA] {
+                i = 4;
+            }
+            if b[i] == 0xF2 {
+                i += 1;
+            }
+            if b[i] == 0xFF && b[i + 1] == 0x25 {
+                let disp = i32::from_le_bytes([b[i + 2], b[i + 3], b[i + 4], b[i + 5]]);
+                let next = target.wrapping_add(i as u64 + 6);
+                if let Some(v) = self.read_mem::<8>(next.wrapping_add_signed(disp.into())) {
+                    return u64::from_le_bytes(v);
+                }
+            }
+        }
+        target
+    }
+
+    /// Start address of the function containing `addr`, from the symbol table.
+    fn function_start(&mut self, addr: u64) -> Option<u64> {
+        let i = self.module_of(addr)?;
+        let bias = self.modules[i].bias;
+        let sym = self.loader(i)?.find_symbol_info(addr.wrapping_sub(bias))?;
+        Some(sym.address().wrapping_add(bias))
+    }
+
+    /// Whether `ra` is a genuine return address of the caller of the frame at
+    /// `callee` (the previous, inner frame): its call instruction must lead to
+    /// the function containing `callee`. A stale return address left in an
+    /// uninitialised stack slot almost never passes this.
+    fn returns_from(&mut self, ra: u64, callee: u64) -> bool {
+        let target = match self.call_target(ra) {
+            Some(Call::To(t)) => t,
+            // A call through a function pointer: only trust it when it crosses
+            // into another module (our code calling libc through a pointer).
+            Some(Call::Indirect) => return self.module_of(ra) != self.module_of(callee),
+            None => return false,
+        };
+        if self.function_start(callee) == Some(target) {
+            return true;
+        }
+        let (mt, mc, mr) = (
+            self.module_of(target),
+            self.module_of(callee),
+            self.module_of(ra),
+        );
+        if mt.is_none() || mt != mc {
+            return false;
+        }
+        // No exact symbol (stripped libraries): accept a target shortly before
+        // the callee in its module, or any call into another module's code
+        // (the callee may be reached by a tail call from the target).
+        (target <= callee && callee - target < 64 * 1024) || mr != mc
+    }
+
+    /// The frames of a sample, innermost first, leaf repaired.
+    pub(crate) fn repair(&mut self, raw: &RawSample) -> Vec<RawFrame> {
+        let mut out = Vec::with_capacity(raw.frames.len() + 4);
+        out.push(RawFrame::Pc(raw.pc));
+        let in_main = |s: &Self, a: u64| s.module_of(a).is_some_and(|i| s.modules[i].is_main);
+        if !in_main(self, raw.pc) {
+            // The leaf is in code built without frame pointers (libc, the
+            // vDSO): its callers' return addresses sit between sp and the first
+            // frame record the walk used. Take them one by one, each checked
+            // against the frame below it, up to the first one back in our own
+            // (frame-pointer) code, where the chain takes over.
+            let mut callee = raw.pc;
+            let mut candidates = Vec::with_capacity(raw.copy.len() + 1);
+            if raw.lr != 0 {
+                candidates.push(raw.lr);
+            }
+            for (k, &word) in raw.copy.iter().enumerate() {
+                let at = raw.sp.wrapping_add(8 * k as u64);
+                if raw.fp != 0 && at >= raw.fp {
+                    break;
+                }
+                candidates.push(word);
+            }
+            for word in candidates {
+                if word > 4096 && self.returns_from(word, callee) {
+                    out.push(RawFrame::Return(word));
+                    callee = word;
+                    if in_main(self, word) {
+                        break;
+                    }
+                }
+            }
+        }
+        for &ra in &raw.frames {
+            // A chain found by the resync scan may have garbage at the end.
+            if self.module_of(ra).is_none() {
+                break;
+            }
+            out.push(RawFrame::Return(ra));
+        }
+        out.dedup();
+        out
+    }
+
+    /// Resolves one address to its frames (inlined callee first).
+    pub(crate) fn resolve(&mut self, raw: RawFrame) -> Arc<[Frame]> {
+        if let Some(f) = self.cache.get(&raw) {
+            return f.clone();
+        }
+        let frames: Arc<[Frame]> = self.resolve_uncached(raw).into();
+        if self.cache.len() >= CACHE_LIMIT {
+            self.cache.clear();
+        }
+        self.cache.insert(raw, frames.clone());
+        frames
+    }
+
+    fn resolve_uncached(&mut self, raw: RawFrame) -> Vec<Frame> {
+        let addr = raw.lookup_address();
+        let Some(i) = self.module_of(addr) else {
+            return vec![Frame::unknown(raw.address(), None)];
+        };
+        let bias = self.modules[i].bias;
+        let name = self.modules[i].name.clone();
+        let probe = addr.wrapping_sub(bias);
+        let Some(loader) = self.loader(i) else {
+            return vec![Frame::unknown(raw.address(), Some(&name))];
+        };
+        let mut out = Vec::new();
+        if let Ok(mut iter) = loader.find_frames(probe) {
+            while let Ok(Some(f)) = iter.next() {
+                let function = f
+                    .function
+                    .as_ref()
+                    .and_then(|n| n.demangle().ok().map(|s| s.into_owned()));
+                let (file, line) = match &f.location {
+                    Some(l) => (l.file.map(str::to_owned), l.line),
+                    None => (None, None),
+                };
+                out.push(Frame {
+                    function: function.unwrap_or_default(),
+                    file,
+                    line,
+                    address: raw.address(),
+                    inlined: false,
+                });
+            }
+        }
+        let n = out.len();
+        for (k, f) in out.iter_mut().enumerate() {
+            f.inlined = k + 1 < n;
+        }
+        // With `debug = "line-tables-only"` DWARF names are bare (`{async_fn#0}`,
+        // `lock<u64>`); the symbol table still has the full path of the
+        // outermost (real) function.
+        if let Some(last) = out.last_mut() {
+            if !last.function.contains("::") {
+                if let Some(sym) = loader.find_symbol(probe) {
+                    last.function = format!("{:#}", rustc_demangle::demangle(sym));
+                }
+            }
+        }
+        if out.iter().all(|f| f.function.is_empty()) {
+            let sym = loader
+                .find_symbol(probe)
+                .map(|s| format!("{:#}", rustc_demangle::demangle(s)));
+            match (sym, out.last_mut()) {
+                (Some(s), Some(last)) => last.function = s,
+                (Some(s), None) => out.push(Frame {
+                    function: s,
+                    file: None,
+                    line: None,
+                    address: raw.address(),
+                    inlined: false,
+                }),
+                (None, _) => {}
+            }
+        }
+        out.retain(|f| !f.function.is_empty());
+        if out.is_empty() {
+            out.push(Frame::unknown(raw.address(), Some(&name)));
+        }
+        out
+    }
+
+    /// Full symbolized stack of a sample, innermost first.
+    pub(crate) fn symbolize(&mut self, stack: &[RawFrame]) -> Vec<Frame> {
+        let mut out = Vec::with_capacity(stack.len() * 2);
+        for &raw in stack {
+            out.extend(self.resolve(raw).iter().cloned());
+        }
+        out
+    }
+}
+
+/// A call instruction found just before a return address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Call {
+    /// The target is known (direct, or read from a GOT slot).
+    To(u64),
+    /// Through a register or computed memory operand: target unknown.
+    Indirect,
+}
+
+/// Decodes the call instruction that ends the 8 bytes before return address
+/// `ra`, reading a GOT slot through `load` for `call *disp(%rip)`.
+fn decode_call(b: &[u8; 8], ra: u64, load: impl Fn(u64) -> Option<u64>) -> Option<Call> {
+    #[cfg(target_arch = "aarch64")]
+    {
+        let _ = &load;
+        let insn = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+        if insn & 0xFC00_0000 == 0x9400_0000 {
+            // BL imm26: signed word offset from the BL itself.
+            let imm = ((insn & 0x03FF_FFFF) << 6) as i32 >> 6;
+            return Some(Call::To(
+                ra.wrapping_sub(4).wrapping_add_signed(i64::from(imm) * 4),
+            ));
+        }
+        // BLR / BLRAA and friends
+        if insn & 0xFFFF_FC1F == 0xD63F_0000 || insn & 0xFEFF_F800 == 0xD63F_0800 {
+            return Some(Call::Indirect);
+        }
+        None
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        if b[3] == 0xE8 {
+            // call rel32
+            let rel = i32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+            return Some(Call::To(ra.wrapping_add_signed(rel.into())));
+        }
+        if b[2] == 0xFF && b[3] == 0x15 {
+            // call *disp32(%rip): through a GOT slot
+            let disp = i32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+            return load(ra.wrapping_add_signed(disp.into())).map(Call::To);
+        }
+        // call r/m64: FF /2, 2..=7 bytes long depending on its ModRM byte.
+        for len in 2..=7usize {
+            let p = 8 - len;
+            let modrm = b[p + 1];
+            if b[p] == 0xFF
+                && (modrm >> 3) & 7 == 2
+                && modrm_len(modrm, b.get(p + 2).copied()) == len
+            {
+                return Some(Call::Indirect);
+            }
+        }
+        None
+    }
+}
+
+/// Length of `FF modrm [sib] [disp]`.
+#[cfg(not(target_arch = "aarch64"))]
+fn modrm_len(modrm: u8, sib: Option<u8>) -> usize {
+    let md = modrm >> 6;
+    let rm = modrm & 7;
+    if md == 3 {
+        return 2;
+    }
+    let base5 = rm == 4 && sib.is_some_and(|s| s & 7 == 5);
+    let sib_len = usize::from(rm == 4);
+    2 + sib_len
+        + match md {
+            0 if rm == 5 || base5 => 4,
+            1 => 1,
+            2 => 4,
+            _ => 0,
+        }
+}
+
+/// Frames that belong to the executor, not to the task: the stack is cut at
+/// the innermost of these so it starts at the user's future.
+const BOUNDARIES: &[&str] = &[
+    "pollwatch::probe::Watched<",
+    "tokio::runtime::task::core::Core<",
+    "tokio::runtime::task::harness::",
+    "tokio::runtime::task::raw::",
+    "tokio::runtime::scheduler::current_thread::CoreGuard::block_on",
+    "tokio::runtime::scheduler::multi_thread::worker::Context::run_task",
+    "async_task::raw::RawTask<",
+    "futures_executor::local_pool::",
+    "futures_executor::thread_pool::",
+];
+
+/// Plumbing between a poll and the user's code, dropped wherever it appears.
+const PLUMBING: &[&str] = &[
+    "std::panicking::",
+    "std::panic::catch_unwind",
+    "core::panic::unwind_safe::AssertUnwindSafe<",
+    "<core::panic::unwind_safe::AssertUnwindSafe<",
+    "<core::pin::Pin<P> as core::future::future::Future>::poll",
+    "core::ops::function::FnOnce::call_once",
+    "tokio::loom::std::unsafe_cell::UnsafeCell<",
+    "tokio::runtime::coop::",
+    "tokio::task::coop::",
+    "__rust_try",
+];
+
+/// Cuts the executor's frames off a stack (innermost first) and drops plumbing.
+pub(crate) fn trim(frames: &[Frame]) -> Vec<Frame> {
+    let cut = frames
+        .iter()
+        .position(|f| BOUNDARIES.iter().any(|b| f.function.contains(b)))
+        .unwrap_or(frames.len());
+    frames[..cut]
+        .iter()
+        .filter(|f| {
+            !PLUMBING
+                .iter()
+                .any(|p| f.function.starts_with(p) || f.function.contains(p))
+        })
+        .cloned()
+        .collect()
+}
+
+/// Blocking where blocking belongs: a stack inside `block_in_place`, or a
+/// poll on a blocking-pool thread (`Handle::block_on` inside `spawn_blocking`),
+/// is not an episode. tokio also starts its *workers* on blocking-pool threads,
+/// so the pool frame alone is not enough: the worker loop must be absent.
+pub(crate) fn excuse(frames: &[Frame]) -> Option<&'static str> {
+    let has = |p: &str| frames.iter().any(|f| f.function.contains(p));
+    if has("tokio::runtime::scheduler::multi_thread::worker::block_in_place")
+        || has("tokio::task::blocking::block_in_place")
+    {
+        return Some("block_in_place");
+    }
+    if has("tokio::runtime::blocking::pool::Inner::run")
+        && !has("tokio::runtime::scheduler::multi_thread::worker::run")
+    {
+        return Some("blocking pool");
+    }
+    None
+}
+
+/// Crates whose frames are never "the user's code".
+const LIBRARY_PREFIXES: &[&str] = &[
+    "std::",
+    "core::",
+    "alloc::",
+    "<std::",
+    "<core::",
+    "<alloc::",
+    "tokio::",
+    "<tokio::",
+    "futures",
+    "<futures",
+    "async_std::",
+    "<async_std::",
+    "async_io::",
+    "async_task::",
+    "async_executor::",
+    "smol::",
+    "mio::",
+    "parking_lot",
+    "pollwatch::",
+    "<pollwatch::",
+    "crossbeam",
+    "hashbrown::",
+    "rayon",
+];
+
+/// Whether a frame is library code (std, runtimes, libc) rather than the user's.
+pub(crate) fn is_library(f: &Frame) -> bool {
+    let Some(file) = f.file.as_deref() else {
+        // No debug info: libc, the vDSO, stripped libraries.
+        return true;
+    };
+    file.starts_with("/rustc/")
+        || file.contains("/.cargo/registry/")
+        || file.contains("/.cargo/git/")
+        || file.contains("/rustlib/src/")
+        || LIBRARY_PREFIXES.iter().any(|p| f.function.starts_with(p))
+}
+
+/// The innermost frame of the user's own code.
+pub(crate) fn top_user_frame(frames: &[Frame]) -> Option<&Frame> {
+    frames.iter().find(|f| !is_library(f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(name: &str) -> Frame {
+        Frame {
+            function: name.into(),
+            file: Some("src/main.rs".into()),
+            line: Some(1),
+            address: 0,
+            inlined: false,
+        }
+    }
+
+    #[test]
+    fn trim_cuts_at_the_executor_and_drops_plumbing() {
+        let stack = vec![
+            f("std::thread::sleep"),
+            f("app::blocker"),
+            f("app::handler::{{closure}}"),
+            f("<core::pin::Pin<P> as core::future::future::Future>::poll"),
+            f("tokio::runtime::task::core::Core<T,S>::poll::{{closure}}"),
+            f("tokio::runtime::task::harness::poll_future"),
+            f("tokio::runtime::scheduler::multi_thread::worker::run"),
+        ];
+        let t: Vec<_> = trim(&stack).into_iter().map(|f| f.function).collect();
+        assert_eq!(
+            t,
+            [
+                "std::thread::sleep",
+                "app::blocker",
+                "app::handler::{{closure}}"
+            ]
+        );
+    }
+
+    #[test]
+    fn user_frames_and_excuses() {
+        let mut lib = f("std::thread::sleep");
+        lib.file = Some("/rustc/abc/library/std/src/thread/mod.rs".into());
+        let stack = vec![lib, f("app::blocker")];
+        assert_eq!(top_user_frame(&stack).unwrap().function, "app::blocker");
+        assert_eq!(excuse(&stack), None);
+        let bip = vec![f(
+            "tokio::runtime::scheduler::multi_thread::worker::block_in_place::h",
+        )];
+        assert_eq!(excuse(&bip), Some("block_in_place"));
+        let worker = vec![
+            f("app::blocker"),
+            f("tokio::runtime::scheduler::multi_thread::worker::run"),
+            f("tokio::runtime::blocking::pool::Inner::run"),
+        ];
+        assert_eq!(
+            excuse(&worker),
+            None,
+            "workers run on blocking-pool threads"
+        );
+        assert_eq!(excuse(&worker[2..]), Some("blocking pool"));
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn call_instructions_are_decoded() {
+        let none = |_| None;
+        // call rel32 (+0x10 from the return address)
+        assert_eq!(
+            decode_call(&[0, 0, 0, 0xE8, 0x10, 0, 0, 0], 0x1000, none),
+            Some(Call::To(0x1010))
+        );
+        // call rel32 backwards (-0x20)
+        assert_eq!(
+            decode_call(&[0, 0, 0, 0xE8, 0xE0, 0xFF, 0xFF, 0xFF], 0x1000, none),
+            Some(Call::To(0xFE0))
+        );
+        // call *0x100(%rip): target read from the slot
+        let got = |slot| (slot == 0x1100).then_some(0xABCD);
+        assert_eq!(
+            decode_call(&[0, 0, 0xFF, 0x15, 0, 1, 0, 0], 0x1000, got),
+            Some(Call::To(0xABCD))
+        );
+        // call *%r12 (41 FF D4), call *%rax (FF D0), call *0x10(%rax) (FF 50 10)
+        assert_eq!(
+            decode_call(&[0, 0, 0, 0, 0, 0x41, 0xFF, 0xD4], 0x1000, none),
+            Some(Call::Indirect)
+        );
+        assert_eq!(
+            decode_call(&[0, 0, 0, 0, 0, 0, 0xFF, 0xD0], 0x1000, none),
+            Some(Call::Indirect)
+        );
+        assert_eq!(
+            decode_call(&[0, 0, 0, 0, 0, 0xFF, 0x50, 0x10], 0x1000, none),
+            Some(Call::Indirect)
+        );
+        // jmp *%rax (FF E0) is not a call, nor are zeros
+        assert_eq!(
+            decode_call(&[0, 0, 0, 0, 0, 0, 0xFF, 0xE0], 0x1000, none),
+            None
+        );
+        assert_eq!(decode_call(&[0; 8], 0x1000, none), None);
+    }
+
+    #[test]
+    fn resolves_a_function_of_this_binary() {
+        #[inline(never)]
+        fn marker_function_for_symbolizer() -> u64 {
+            std::hint::black_box(7)
+        }
+        let addr = marker_function_for_symbolizer as *const () as u64;
+        let mut s = Symbolizer::new();
+        let frames = s.resolve(RawFrame::Pc(addr));
+        assert!(
+            frames
+                .iter()
+                .any(|f| f.function.contains("marker_function_for_symbolizer")),
+            "{frames:?}"
+        );
+        let outer = frames.last().unwrap();
+        assert!(
+            outer
+                .file
+                .as_deref()
+                .unwrap_or("")
+                .ends_with("symbolize.rs"),
+            "{outer:?}"
+        );
+    }
+}

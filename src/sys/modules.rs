@@ -1,0 +1,124 @@
+//! The list of loaded objects (executable, shared libraries, vDSO) and where
+//! their code sits in memory, from `dl_iterate_phdr`. Used off the signal path
+//! only: `dl_iterate_phdr` takes the loader lock.
+
+use std::ffi::CStr;
+use std::path::PathBuf;
+
+/// One loaded object.
+#[derive(Clone, Debug)]
+pub(crate) struct Module {
+    /// File to read debug info from (`/proc/self/exe` for the main program).
+    pub(crate) path: PathBuf,
+    /// Short name for frames we cannot symbolize (`libc.so.6`).
+    pub(crate) name: String,
+    /// Load bias: runtime address − file address.
+    pub(crate) bias: u64,
+    /// Executable segments as runtime `[start, end)` ranges.
+    pub(crate) text: Vec<(u64, u64)>,
+    /// Whether this is the main program.
+    pub(crate) is_main: bool,
+}
+
+/// Snapshot of every loaded object, plus the loader's add counter so callers
+/// can tell when a `dlopen` made the snapshot stale.
+pub(crate) fn loaded_modules() -> (Vec<Module>, u64) {
+    struct Acc {
+        modules: Vec<Module>,
+        adds: u64,
+        first: bool,
+    }
+    extern "C" fn callback(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: `data` is the `&mut Acc` we passed to dl_iterate_phdr below, and
+        // it is only used on this thread for the duration of that call.
+        let acc = unsafe { &mut *(data as *mut Acc) };
+        // SAFETY: the loader passes a valid info pointer for the duration of the callback.
+        let info = unsafe { &*info };
+        acc.adds = info.dlpi_adds;
+        let raw_name = if info.dlpi_name.is_null() {
+            String::new()
+        } else {
+            // SAFETY: dlpi_name is a NUL-terminated string owned by the loader.
+            unsafe { CStr::from_ptr(info.dlpi_name) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        let is_main = acc.first && raw_name.is_empty();
+        acc.first = false;
+        let phdrs: &[libc::Elf64_Phdr] = if info.dlpi_phdr.is_null() {
+            &[]
+        } else {
+            // SAFETY: dlpi_phdr points at dlpi_phnum program headers owned by the loader.
+            unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) }
+        };
+        let bias = info.dlpi_addr;
+        let text: Vec<(u64, u64)> = phdrs
+            .iter()
+            .filter(|p| p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_X != 0)
+            .map(|p| {
+                let start = bias.wrapping_add(p.p_vaddr);
+                (start, start.wrapping_add(p.p_memsz))
+            })
+            .collect();
+        if text.is_empty() {
+            return 0;
+        }
+        let (path, name) = if is_main {
+            let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+            let name = exe
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "main".into());
+            (PathBuf::from("/proc/self/exe"), name)
+        } else {
+            let p = PathBuf::from(&raw_name);
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| raw_name.clone());
+            (p, name)
+        };
+        acc.modules.push(Module {
+            path,
+            name,
+            bias,
+            text,
+            is_main,
+        });
+        0
+    }
+    let mut acc = Acc {
+        modules: Vec::new(),
+        adds: 0,
+        first: true,
+    };
+    // SAFETY: `callback` matches the expected signature and only dereferences the
+    // pointers the loader gives it; `acc` outlives the call.
+    unsafe {
+        libc::dl_iterate_phdr(Some(callback), &mut acc as *mut Acc as *mut libc::c_void);
+    }
+    (acc.modules, acc.adds)
+}
+
+/// The loader's current add counter, cheap enough to poll before each batch.
+pub(crate) fn adds_counter() -> u64 {
+    extern "C" fn callback(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: `data` is the `&mut u64` passed below; `info` is valid for the callback.
+        unsafe { *(data as *mut u64) = (*info).dlpi_adds };
+        1 // stop after the first object: the counters are global
+    }
+    let mut adds = 0u64;
+    // SAFETY: as in `loaded_modules`.
+    unsafe {
+        libc::dl_iterate_phdr(Some(callback), &mut adds as *mut u64 as *mut libc::c_void);
+    }
+    adds
+}

@@ -1,0 +1,62 @@
+//! Facts about the calling thread, gathered once at registration (never in the
+//! signal handler: `pthread_getattr_np` reads `/proc/self/maps` for the main
+//! thread and allocates).
+
+/// The calling thread's stack as `[lo, hi)`, or `None` if libc cannot tell.
+pub(crate) fn stack_range() -> Option<(u64, u64)> {
+    // SAFETY: zeroed pthread_attr_t is a valid out-parameter for pthread_getattr_np,
+    // which initialises it; we destroy it on every path after a successful init.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return None;
+        }
+        let mut addr: *mut libc::c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let rc = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
+        libc::pthread_attr_destroy(&mut attr);
+        if rc != 0 || addr.is_null() || size == 0 {
+            return None;
+        }
+        let lo = addr as u64;
+        Some((lo, lo.checked_add(size as u64)?))
+    }
+}
+
+/// The calling thread's name as the kernel knows it (`comm`, 15 bytes), used
+/// when std has no name for the thread.
+pub(crate) fn kernel_name() -> Option<String> {
+    let mut buf = [0u8; 16];
+    // SAFETY: `buf` is 16 bytes, the documented maximum for thread names incl. NUL.
+    let rc = unsafe {
+        libc::pthread_getname_np(libc::pthread_self(), buf.as_mut_ptr().cast(), buf.len())
+    };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Some(String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
+/// CPU time consumed so far by thread `tid` of this process, exact to the
+/// nanosecond (the kernel brings a running thread's account up to date for
+/// this call, unlike `/proc/.../schedstat`, which lags by up to a tick).
+pub(crate) fn cpu_time_ns(tid: i32) -> Option<u64> {
+    // The kernel's encoding of a per-thread CPU clock: !tid << 3 | CPUCLOCK_PERTHREAD | CPUCLOCK_SCHED.
+    let clock = ((!tid) << 3) | 6;
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; an invalid clock id (thread gone)
+    // makes the call fail with EINVAL, which we report as None.
+    let rc = unsafe { libc::clock_gettime(clock as libc::clockid_t, &mut ts) };
+    if rc != 0 {
+        return None;
+    }
+    Some(
+        (ts.tv_sec as u64)
+            .wrapping_mul(1_000_000_000)
+            .wrapping_add(ts.tv_nsec as u64),
+    )
+}
