@@ -200,6 +200,17 @@ impl Symbolizer {
         let mut out = Vec::with_capacity(raw.frames.len() + 4);
         out.push(RawFrame::Pc(raw.pc));
         let in_main = |s: &Self, a: u64| s.module_of(a).is_some_and(|i| s.modules[i].is_main);
+        // A chain that started from a register that only looked like a frame
+        // pointer begins with entries that are not code; the real chain
+        // follows. Skip them, and then the whole copied stack is fair game for
+        // the scan below.
+        let skip = raw
+            .frames
+            .iter()
+            .take_while(|&&ra| self.module_of(ra).is_none())
+            .count();
+        let chain = &raw.frames[skip..];
+        let scan_end = if skip > 0 { u64::MAX } else { raw.fp };
         if !in_main(self, raw.pc) {
             // The leaf is in code built without frame pointers (libc, the
             // vDSO): its callers' return addresses sit between sp and the first
@@ -213,7 +224,7 @@ impl Symbolizer {
             }
             for (k, &word) in raw.copy.iter().enumerate() {
                 let at = raw.sp.wrapping_add(8 * k as u64);
-                if raw.fp != 0 && at >= raw.fp {
+                if scan_end != 0 && at >= scan_end {
                     break;
                 }
                 candidates.push(word);
@@ -222,13 +233,30 @@ impl Symbolizer {
                 if word > 4096 && self.returns_from(word, callee) {
                     out.push(RawFrame::Return(word));
                     callee = word;
-                    if in_main(self, word) {
+                    // Back in frame-pointer code: the chain takes over, unless
+                    // the handler found none, then keep following the copy.
+                    if in_main(self, word) && !chain.is_empty() {
                         break;
                     }
                 }
             }
+        } else if let Some(&first) = chain.first() {
+            // Interrupted in a prologue or epilogue (before `mov rbp, rsp` or
+            // after `pop rbp`): the return address into our caller is at sp
+            // (or just above it) and the chain starts one frame too high.
+            let caller = self.function_start(first);
+            for &word in raw.copy.iter().take(2) {
+                if word > 4096
+                    && self.returns_from(word, raw.pc)
+                    && self.function_start(word).is_some()
+                    && self.function_start(word) != caller
+                {
+                    out.push(RawFrame::Return(word));
+                    break;
+                }
+            }
         }
-        for &ra in &raw.frames {
+        for &ra in chain {
             // A chain found by the resync scan may have garbage at the end.
             if self.module_of(ra).is_none() {
                 break;

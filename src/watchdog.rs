@@ -466,6 +466,7 @@ impl Watchdog {
             && live.samples > 0
             && cpu.is_some_and(|c| c < PARKED_CPU)
             && matches!((&live.parked_at, line_len), (Some((l, n)), Some(m)) if *n == m && l[..*n] == line[..m]);
+        let mut missed = false;
         let raw = if parked {
             None
         } else {
@@ -478,6 +479,7 @@ impl Watchdog {
                         | Err(Missed::SendFailed) => {
                             live.missed += 1;
                             self.stats.missed += 1;
+                            missed = true;
                             None
                         }
                     }
@@ -496,7 +498,15 @@ impl Watchdog {
         if live.samples % BACKOFF_EVERY == 0 {
             live.interval = (live.interval * 2).min(MAX_INTERVAL.max(self.settings.interval));
         }
-        live.next_sample = now + live.interval;
+        // A thread that did not answer (signal blocked, uninterruptible
+        // sleep) is asked again only after a pause, so it cannot monopolise
+        // the watchdog with deadline waits.
+        let pause = if missed {
+            live.interval.max(SAMPLE_DEADLINE * 2)
+        } else {
+            live.interval
+        };
+        live.next_sample = Instant::now() + pause;
         let ev = Event::Sample {
             id: live.id,
             raw,

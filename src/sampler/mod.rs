@@ -259,3 +259,69 @@ pub(crate) fn capture_self(sig: i32) -> Result<RawSample, Missed> {
         Duration::from_millis(100),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::symbolize::Symbolizer;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    #[inline(never)]
+    fn allocating_loop(stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            for i in 0..64usize {
+                let v: Vec<u8> = Vec::with_capacity(16 + i * 24);
+                std::hint::black_box(&v);
+                let b = Box::new([i as u64; 4]);
+                std::hint::black_box(&b);
+            }
+        }
+    }
+
+    /// A thread interrupted inside malloc/free (no frame pointers in Debian's
+    /// libc) still yields a stack that reaches the function that allocated.
+    #[test]
+    fn samples_inside_the_allocator_reach_the_caller() {
+        crate::sys::signal::install(libc::SIGURG).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s2 = stop.clone();
+        let h = std::thread::spawn(move || {
+            tx.send((
+                crate::sys::signal::gettid(),
+                crate::sys::thread::stack_range().unwrap(),
+            ))
+            .unwrap();
+            allocating_loop(&s2);
+        });
+        let (tid, stack) = rx.recv().unwrap();
+        let mut sym = Symbolizer::new();
+        let (mut total, mut found) = (0, 0);
+        for _ in 0..300 {
+            let Ok(s) = capture(
+                Target { tid, stack },
+                libc::SIGURG,
+                Duration::from_millis(100),
+            ) else {
+                continue;
+            };
+            total += 1;
+            let repaired = sym.repair(&s);
+            let frames = sym.symbolize(&repaired);
+            if frames
+                .iter()
+                .any(|f| f.function.contains("allocating_loop"))
+            {
+                found += 1;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        h.join().unwrap();
+        assert!(total >= 250, "only {total} of 300 samples answered");
+        assert!(
+            found * 100 >= total * 97,
+            "caller found in {found} of {total} samples"
+        );
+    }
+}

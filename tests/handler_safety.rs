@@ -1,0 +1,129 @@
+//! The signal handler must never deadlock or crash the host: thousands of
+//! samples of threads inside malloc/free, and threads that exit while they
+//! are being watched (and sampled).
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+#[inline(never)]
+fn malloc_free_loop(d: Duration, work: &AtomicU64) {
+    let t = Instant::now();
+    let mut n = 0u64;
+    while t.elapsed() < d {
+        for i in 0..64usize {
+            let v: Vec<u8> = Vec::with_capacity(16 + i * 24);
+            std::hint::black_box(&v);
+            let b = Box::new([i as u64; 4]);
+            std::hint::black_box(&b);
+        }
+        n += 1;
+    }
+    work.fetch_add(n, Ordering::Relaxed);
+}
+
+#[test]
+fn thousands_of_samples_inside_malloc_and_free() {
+    let _s = serial();
+    // Sample four times as often as the default to reach thousands quickly.
+    let guard = config("malloc")
+        .sample_interval(Duration::from_micros(250))
+        .start()
+        .unwrap();
+    let work = Arc::new(AtomicU64::new(0));
+    // Two "executor" threads (custom executors, through the guard), each
+    // blocking eight polls for 250 ms in allocator calls.
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let work = work.clone();
+            std::thread::spawn(move || {
+                for _ in 0..8 {
+                    let _poll = pollwatch::enter_poll();
+                    malloc_free_loop(Duration::from_millis(250), &work);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let report = guard.finish().unwrap();
+    let samples: u32 = report.episodes().iter().map(|e| e.samples()).sum();
+    assert!(report.episodes().len() >= 14, "{report}");
+    assert!(samples >= 2000, "only {samples} samples:\n{report}");
+    assert!(work.load(Ordering::Relaxed) > 0);
+    for ep in report.episodes() {
+        assert!(ep.blocked_in("malloc_free_loop"), "{ep:?}");
+    }
+}
+
+#[test]
+fn threads_that_exit_while_watched() {
+    let _s = serial();
+    let guard = config("exiting").start().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let mut spawned = 0;
+    // Waves of threads that enter a poll, spin past the threshold and exit
+    // without ever leaving it: the watchdog is sampling them as they die.
+    while start.elapsed() < Duration::from_secs(2) {
+        let wave: Vec<_> = (0..8)
+            .map(|i| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    std::mem::forget(pollwatch::enter_poll());
+                    cpu_spin(THRESHOLD + Duration::from_millis(2 + i));
+                    std::hint::black_box(stop.load(Ordering::Relaxed));
+                })
+            })
+            .collect();
+        spawned += wave.len();
+        for t in wave {
+            t.join().unwrap();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let report = guard.finish().unwrap();
+    assert!(spawned >= 16);
+    for ep in report.episodes() {
+        assert!(ep.duration() >= THRESHOLD, "{ep:?}");
+    }
+}
+
+#[test]
+fn a_thread_with_the_signal_blocked_only_misses_samples() {
+    let _s = serial();
+    let guard = config("blocked_signal").start().unwrap();
+    let t = std::thread::spawn(|| {
+        // Some C libraries block all signals on their threads. Samples of such
+        // a thread time out; the episode is still reported, nothing hangs.
+        block_all_signals();
+        let _poll = pollwatch::enter_poll();
+        blocking_sleep(Duration::from_millis(150));
+    });
+    t.join().unwrap();
+    let report = guard.finish().unwrap();
+    let ep = report
+        .episodes()
+        .first()
+        .expect("episode reported without stacks");
+    assert!(ep.duration() >= Duration::from_millis(100), "{report}");
+    assert!(report.counters().missed_samples >= 1, "{report}");
+}
+
+fn block_all_signals() {
+    // SAFETY: a zeroed sigset_t is valid input to sigfillset, and
+    // pthread_sigmask only changes the calling thread's mask.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        assert_eq!(
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut()),
+            0
+        );
+    }
+}

@@ -1,0 +1,111 @@
+//! Shared helpers for pollwatch's integration tests: blockers with known
+//! names, a per-test output directory, and tolerances derived from the
+//! configured threshold and interval (never from wall-clock luck).
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub const THRESHOLD: Duration = Duration::from_millis(20);
+pub const INTERVAL: Duration = Duration::from_millis(1);
+
+/// pollwatch runs once per process; tests in one binary take turns.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A fresh output directory for one test.
+pub fn out_dir(test: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("pollwatch-tests")
+        .join(test);
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// The configuration every test uses.
+pub fn config(test: &str) -> pollwatch::Config {
+    pollwatch::Config::default()
+        .threshold(THRESHOLD)
+        .sample_interval(INTERVAL)
+        .output_dir(out_dir(test))
+}
+
+/// How far a reported duration may be from the truth: the tolerance,
+/// one threshold plus two sample intervals.
+pub fn tolerance() -> Duration {
+    THRESHOLD + 2 * INTERVAL
+}
+
+/// Asserts `reported` is within tolerance of `truth`.
+pub fn assert_close(reported: Duration, truth: Duration, what: &str) {
+    let diff = reported.abs_diff(truth);
+    assert!(
+        diff <= tolerance(),
+        "{what}: reported {reported:?}, measured {truth:?}, off by {diff:?} > {:?}",
+        tolerance()
+    );
+}
+
+#[inline(never)]
+pub fn blocking_sleep(d: Duration) -> Duration {
+    let t = Instant::now();
+    std::thread::sleep(d);
+    t.elapsed()
+}
+
+#[inline(never)]
+pub fn cpu_spin(d: Duration) -> Duration {
+    let t = Instant::now();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    while t.elapsed() < d {
+        for _ in 0..1000 {
+            x = std::hint::black_box(x.rotate_left(5) ^ 0x51_7cc1_b727_220a);
+        }
+    }
+    std::hint::black_box(x);
+    t.elapsed()
+}
+
+#[inline(never)]
+pub fn sync_file_reads(path: &std::path::Path, d: Duration) -> Duration {
+    let t = Instant::now();
+    let mut n = 0usize;
+    while t.elapsed() < d {
+        n += std::fs::read(path).unwrap().len();
+    }
+    std::hint::black_box(n);
+    t.elapsed()
+}
+
+#[inline(never)]
+pub fn wait_for_shared_lock(m: &Mutex<u64>) -> Duration {
+    let t = Instant::now();
+    let mut g = m.lock().unwrap();
+    *g += 1;
+    t.elapsed()
+}
+
+/// Reads a run's artifact as text.
+pub fn artifact(report: &pollwatch::Report, name: &str) -> String {
+    let dir = report.output_dir().expect("report has an output dir");
+    std::fs::read_to_string(dir.join(name))
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.join(name).display()))
+}
+
+/// The one episode whose stacks contain `function`, with a readable failure.
+pub fn episode_in<'r>(report: &'r pollwatch::Report, function: &'r str) -> &'r pollwatch::Episode {
+    let found: Vec<_> = report.blocked_in(function).collect();
+    assert!(
+        !found.is_empty(),
+        "no episode blocked in {function}:\n{report}"
+    );
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one episode in {function}:\n{report}"
+    );
+    found[0]
+}
