@@ -118,10 +118,6 @@ fn start_running(cfg: &Config, signal: i32) -> Result<Running> {
         sys::signal::InstallError::InUse => Error::SignalInUse {
             signal: cfg.signal.clone(),
         },
-        sys::signal::InstallError::OtherSignalInstalled(other) => Error::Config(format!(
-            "pollwatch already uses signal {other} in this process; it cannot switch to {}",
-            cfg.signal
-        )),
         sys::signal::InstallError::Os(source) => Error::Signal {
             signal: cfg.signal.clone(),
             source,

@@ -64,8 +64,7 @@
 //!   `SA_RESTART` most calls resume transparently; `nanosleep`, `poll`,
 //!   `epoll_wait` and sockets with timeouts may see `EINTR`. Only threads
 //!   already over the threshold are signalled.
-//! - Linux only (x86_64 tested, aarch64 built). Elsewhere [`init`] returns a
-//!   guard that does nothing.
+//! - Linux only; x86_64 is tested.
 #![deny(unsafe_code)]
 #![warn(
     missing_docs,

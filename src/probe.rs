@@ -81,12 +81,19 @@ pub(crate) fn enter(label: Label) -> Entered {
         // this epoch.
         slot.epoch.store(e.wrapping_add(1), Ordering::Release);
     } else if label.location.is_some() || label.task_id != 0 {
-        restore = Some(Label {
+        // Nested: the innermost label wins, field by field, so a `watch`
+        // inside a hooked tokio task keeps the task id and names its own site.
+        let outer = Label {
             task_id: slot.task_id.load(Ordering::Relaxed),
             location: slot.location.load(Ordering::Relaxed),
-        });
-        slot.task_id.store(label.task_id, Ordering::Relaxed);
-        slot.location.store(label.location, Ordering::Relaxed);
+        };
+        restore = Some(outer);
+        if label.task_id != 0 {
+            slot.task_id.store(label.task_id, Ordering::Relaxed);
+        }
+        if label.location.is_some() {
+            slot.location.store(label.location, Ordering::Relaxed);
+        }
     }
     st.depth = st.depth.wrapping_add(1);
     STATE.set(st);

@@ -30,6 +30,8 @@ pub(crate) struct Slot {
     pub(crate) tid: AtomicI32,
     /// Bumped on every register and release.
     pub(crate) generation: AtomicU64,
+    /// The last owner left while inside a poll (a thread that died stuck).
+    pub(crate) exited_in_poll: AtomicBool,
     /// Facts gathered at registration.
     info: Mutex<ThreadInfo>,
 }
@@ -53,6 +55,7 @@ impl Slot {
             location: AtomicStaticRef::none(),
             tid: AtomicI32::new(0),
             generation: AtomicU64::new(0),
+            exited_in_poll: AtomicBool::new(false),
             info: Mutex::new(ThreadInfo::default()),
         }
     }
@@ -149,6 +152,7 @@ pub(crate) fn register_current(runtime: Option<Arc<str>>) -> Option<&'static Slo
     *slot.info.lock().unwrap_or_else(|p| p.into_inner()) = info;
     slot.task_id.store(0, Ordering::Relaxed);
     slot.location.store(None, Ordering::Relaxed);
+    slot.exited_in_poll.store(false, Ordering::Relaxed);
     slot.generation.fetch_add(1, Ordering::Relaxed);
     slot.tid.store(tid, Ordering::Release);
     VERSION.fetch_add(1, Ordering::Release);
@@ -170,7 +174,9 @@ fn release(slot: &'static Slot) {
     // A thread that dies inside a poll (a panic unwinding through a hook) must
     // not leave a forever-odd epoch for the next owner.
     let e = slot.epoch.load(Ordering::Relaxed);
-    if e % 2 == 1 {
+    let in_poll = e % 2 == 1;
+    slot.exited_in_poll.store(in_poll, Ordering::Relaxed);
+    if in_poll {
         slot.epoch.store(e.wrapping_add(1), Ordering::Release);
     }
     slot.tid.store(0, Ordering::Release);

@@ -283,8 +283,14 @@ impl Watchdog {
         let t = &mut self.tracks[i];
         let generation = t.slot.generation.load(Ordering::Acquire);
         if generation != t.generation {
-            // The thread left (or the slot was reused by a new thread).
-            self.end_episode(i, now, EndReason::ThreadExited);
+            // The thread left (or the slot was reused by a new thread): did it
+            // leave from inside the poll, or after the poll returned?
+            let reason = if t.slot.exited_in_poll.load(Ordering::Relaxed) {
+                EndReason::ThreadExited
+            } else {
+                EndReason::PollReturned
+            };
+            self.end_episode(i, now, reason);
             let t = &mut self.tracks[i];
             *t = Track::new(t.slot, now);
             return None;

@@ -1,22 +1,20 @@
 //! The sampling signal: installation, the handler, thread-directed sending and
 //! the futex the watchdog sleeps on while the handler works.
 
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::sampler;
 
-/// The signal our handler is installed for (0 = none yet). Kept for the life of
+/// Bit `n` set: our handler is installed for signal `n`. Kept for the life of
 /// the process: the handler is never removed, because a signal still in flight
 /// would then hit the default action (pprof-rs#276, async-profiler PR #11).
-static INSTALLED: AtomicI32 = AtomicI32::new(0);
+static INSTALLED: AtomicU64 = AtomicU64::new(0);
 
 /// Why the sampling signal could not be installed.
 #[derive(Debug)]
 pub(crate) enum InstallError {
     /// Another handler already owns this signal; we do not take it over.
     InUse,
-    /// pollwatch already sampled with a different signal in this process.
-    OtherSignalInstalled(i32),
     /// `sigaction` failed.
     Os(std::io::Error),
 }
@@ -26,12 +24,9 @@ pub(crate) enum InstallError {
 /// Refuses a signal that someone else already handles: taking it over would
 /// silently break the host program.
 pub(crate) fn install(sig: i32) -> Result<(), InstallError> {
-    let current = INSTALLED.load(Ordering::Acquire);
-    if current == sig {
+    let bit = 1u64 << (sig as u32 % 64);
+    if INSTALLED.load(Ordering::Acquire) & bit != 0 {
         return Ok(());
-    }
-    if current != 0 {
-        return Err(InstallError::OtherSignalInstalled(current));
     }
     // SAFETY: an all-zero `sigaction` is a valid value of this plain C struct.
     let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
@@ -66,7 +61,7 @@ pub(crate) fn install(sig: i32) -> Result<(), InstallError> {
     if unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) } != 0 {
         return Err(InstallError::Os(std::io::Error::last_os_error()));
     }
-    INSTALLED.store(sig, Ordering::Release);
+    INSTALLED.fetch_or(bit, Ordering::AcqRel);
     Ok(())
 }
 

@@ -1,0 +1,146 @@
+//! Bad input gets a clear error, never a panic and never lost artifacts:
+//! malformed environment values, an unwritable output directory, a signal
+//! someone else owns, a second start, and a runtime built twice.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+#[test]
+fn malformed_environment_values_are_clear_errors() {
+    let _s = serial();
+    for (var, value) in [
+        ("POLLWATCH_THRESHOLD_MS", "twenty"),
+        ("POLLWATCH_INTERVAL_MS", "-1"),
+        ("POLLWATCH_SIGNAL", "SIGKILL"),
+        ("POLLWATCH", "perhaps"),
+    ] {
+        std::env::set_var(var, value);
+        let err = pollwatch::init().expect_err(var);
+        std::env::remove_var(var);
+        let msg = err.to_string();
+        assert!(msg.contains(var) && msg.contains(value), "{msg}");
+        assert!(matches!(err, pollwatch::Error::Env { .. }), "{err:?}");
+    }
+}
+
+#[test]
+fn unwritable_output_dir_is_an_error_at_start() {
+    let _s = serial();
+    let file = out_dir("not_a_dir");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, b"a file where a directory should be").unwrap();
+    for dir in [
+        file.clone(),
+        std::path::PathBuf::from("/proc/pollwatch-cannot-write-here"),
+    ] {
+        let err = config("unused")
+            .output_dir(&dir)
+            .start()
+            .expect_err("must fail");
+        assert!(matches!(err, pollwatch::Error::OutputDir { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains(&dir.display().to_string()),
+            "{err}"
+        );
+    }
+    // After a failed start, a good one works.
+    let guard = config("after_failure").start().unwrap();
+    assert!(guard.is_active());
+    guard.finish().unwrap();
+}
+
+#[test]
+fn a_signal_with_a_foreign_handler_is_refused() {
+    let _s = serial();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // tokio installs its own handler for SIGUSR2 here.
+    let _sig = rt.block_on(async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2()).unwrap()
+    });
+    let err = config("foreign_signal")
+        .signal("SIGUSR2")
+        .start()
+        .expect_err("must refuse");
+    assert!(
+        matches!(err, pollwatch::Error::SignalInUse { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("SIGUSR2"), "{err}");
+}
+
+#[test]
+fn only_one_guard_at_a_time() {
+    let _s = serial();
+    let first = config("first").start().unwrap();
+    let err = config("second")
+        .start()
+        .expect_err("second start must fail");
+    assert!(matches!(err, pollwatch::Error::AlreadyRunning), "{err:?}");
+    first.finish().unwrap();
+    config("third").start().unwrap().finish().unwrap();
+}
+
+#[test]
+fn dropping_the_guard_still_writes_the_artifacts() {
+    let _s = serial();
+    let dir = out_dir("dropped");
+    let guard = config("dropped").output_dir(&dir).start().unwrap();
+    std::thread::spawn(|| {
+        let _p = pollwatch::enter_poll();
+        blocking_sleep(Duration::from_millis(60));
+    })
+    .join()
+    .unwrap();
+    drop(guard);
+    let run = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for f in [
+        "flamegraph.svg",
+        "stacks.folded",
+        "episodes.jsonl",
+        "summary.txt",
+    ] {
+        let text = std::fs::read_to_string(run.join(f)).unwrap();
+        assert!(text.contains("blocking_sleep"), "{f} lacks the episode");
+    }
+}
+
+#[test]
+fn a_runtime_built_twice_from_one_builder_is_watched_twice() {
+    let _s = serial();
+    let guard = config("built_twice").start().unwrap();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    pollwatch::tokio::instrument(&mut builder)
+        .worker_threads(1)
+        .enable_all();
+    let a = builder.build().unwrap();
+    let b = builder.build().unwrap();
+    for rt in [&a, &b] {
+        rt.block_on(async {
+            tokio::spawn(pollwatch::watch(async {
+                blocking_sleep(Duration::from_millis(80))
+            }))
+            .await
+            .unwrap()
+        });
+    }
+    drop((a, b));
+    let report = guard.finish().unwrap();
+    let eps: Vec<_> = report.blocked_in("blocking_sleep").collect();
+    assert_eq!(eps.len(), 2, "{report}");
+    assert_ne!(
+        eps[0].tid(),
+        eps[1].tid(),
+        "two runtimes, two worker threads"
+    );
+}

@@ -1,0 +1,115 @@
+//! What each tokio mode catches. Default build: the futures you wrap with
+//! `watch`. With `--cfg tokio_unstable`: every task's polls, attributed to the
+//! task id and spawn location. Run the suite both ways (see `.ci/run`).
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+fn multi_thread() -> tokio::runtime::Runtime {
+    pollwatch::tokio::instrument(&mut tokio::runtime::Builder::new_multi_thread())
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn unwrapped_tasks_are_caught_only_with_the_poll_hooks() {
+    let _s = serial();
+    let guard = config("unwrapped").start().unwrap();
+    let rt = multi_thread();
+    let spawned_line = line!() + 1;
+    let t = rt.spawn(async { blocking_sleep(Duration::from_millis(100)) });
+    rt.block_on(t).unwrap();
+    drop(rt);
+    let report = guard.finish().unwrap();
+    if cfg!(tokio_unstable) {
+        let ep = episode_in(&report, "blocking_sleep");
+        assert!(ep.task_id().is_some(), "{ep:?}");
+        let at = ep.spawned_at().unwrap();
+        assert!(
+            at.contains(&format!("tokio_modes.rs:{spawned_line}")),
+            "{at}"
+        );
+        assert!(artifact(&report, "stacks.folded").contains("task spawned at tests/tokio_modes.rs"));
+    } else {
+        assert!(
+            report.episodes().is_empty(),
+            "no hooks, no wrapper: nothing watched\n{report}"
+        );
+    }
+}
+
+#[test]
+fn wrapped_tasks_are_caught_in_both_modes() {
+    let _s = serial();
+    let guard = config("wrapped").start().unwrap();
+    let rt = multi_thread();
+    let t = rt.spawn(pollwatch::watch(async {
+        blocking_sleep(Duration::from_millis(100))
+    }));
+    rt.block_on(t).unwrap();
+    drop(rt);
+    let report = guard.finish().unwrap();
+    let ep = episode_in(&report, "blocking_sleep");
+    // The innermost label wins: the watch() site, not the hook's spawn site.
+    assert!(
+        ep.spawned_at().unwrap().contains("tokio_modes.rs"),
+        "{ep:?}"
+    );
+    assert_eq!(ep.task_id().is_some(), cfg!(tokio_unstable), "{ep:?}");
+}
+
+#[test]
+fn current_thread_runtime_block_on_root_and_tasks() {
+    let _s = serial();
+    let guard = config("current_thread").start().unwrap();
+    let rt = pollwatch::tokio::instrument(&mut tokio::runtime::Builder::new_current_thread())
+        .enable_all()
+        .build()
+        .unwrap();
+    // The root future of block_on runs on this thread, outside any task: wrap it.
+    rt.block_on(pollwatch::watch(async {
+        tokio::task::yield_now().await;
+        blocking_sleep(Duration::from_millis(80));
+        tokio::spawn(pollwatch::watch(async {
+            cpu_spin(Duration::from_millis(80))
+        }))
+        .await
+        .unwrap();
+    }));
+    drop(rt);
+    let report = guard.finish().unwrap();
+    let root = episode_in(&report, "blocking_sleep");
+    let task = episode_in(&report, "cpu_spin");
+    assert_eq!(root.tid(), task.tid(), "one thread runs both");
+    assert!(!task.blocked_in("blocking_sleep"), "{report}");
+}
+
+#[test]
+fn nested_watched_futures_count_once_and_name_the_innermost() {
+    let _s = serial();
+    let guard = config("nested").start().unwrap();
+    let rt = multi_thread();
+    let t = rt.spawn(pollwatch::watch(async {
+        // A watched handler inside a watched connection task.
+        let inner_line = line!() + 1;
+        let d = pollwatch::watch(async { blocking_sleep(Duration::from_millis(100)) }).await;
+        (inner_line, d)
+    }));
+    let (inner_line, truth) = rt.block_on(t).unwrap();
+    drop(rt);
+    let report = guard.finish().unwrap();
+    let ep = episode_in(&report, "blocking_sleep");
+    assert!(
+        ep.spawned_at()
+            .unwrap()
+            .contains(&format!("tokio_modes.rs:{inner_line}")),
+        "{ep:?}"
+    );
+    assert_close(ep.duration(), truth, "nested episode");
+    assert_eq!(report.episodes().len(), 1, "{report}");
+}
