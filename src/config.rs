@@ -211,6 +211,11 @@ fn parse_ms(var: &'static str, v: &str) -> Result<Duration> {
 pub(crate) fn parse_signal(name: &str) -> Option<i32> {
     let n = name.trim().to_ascii_uppercase();
     let n = n.strip_prefix("SIG").unwrap_or(&n);
+    signal_number(n)
+}
+
+#[cfg(pollwatch_supported)]
+fn signal_number(n: &str) -> Option<i32> {
     let fixed = match n {
         "URG" => Some(libc::SIGURG),
         "PROF" => Some(libc::SIGPROF),
@@ -226,7 +231,7 @@ pub(crate) fn parse_signal(name: &str) -> Option<i32> {
     rt_signal(n)
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(pollwatch_supported)]
 fn rt_signal(n: &str) -> Option<i32> {
     let (min, max) = crate::sys::signal::rt_range();
     let (base, rest) = if let Some(r) = n.strip_prefix("RTMIN") {
@@ -248,12 +253,22 @@ fn rt_signal(n: &str) -> Option<i32> {
     (min..=max).contains(&sig).then_some(sig)
 }
 
-#[cfg(not(target_os = "linux"))]
-fn rt_signal(_n: &str) -> Option<i32> {
-    None
+/// Where pollwatch does not sample, names are still checked (so a config that
+/// works on Linux is accepted everywhere) but map to no number.
+#[cfg(not(pollwatch_supported))]
+fn signal_number(n: &str) -> Option<i32> {
+    let known = ["URG", "PROF", "VTALRM", "USR1", "USR2", "WINCH"].contains(&n)
+        || ["RTMIN", "RTMAX"].iter().any(|p| {
+            n.strip_prefix(p).is_some_and(|r| {
+                r.is_empty()
+                    || r.strip_prefix(['+', '-'])
+                        .is_some_and(|k| k.parse::<u8>().is_ok())
+            })
+        });
+    known.then_some(0)
 }
 
-#[cfg(test)]
+#[cfg(all(test, pollwatch_supported))]
 mod tests {
     use super::*;
 

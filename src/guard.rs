@@ -1,22 +1,27 @@
 //! Starting and stopping pollwatch: the [`Guard`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::sync::Arc;
+#[cfg(pollwatch_supported)]
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::report::stage::{Stage, StageConfig};
 use crate::report::Report;
-use crate::watchdog::{Settings, Stop, Watchdog};
-use crate::{registry, sampler, sys};
+#[cfg(pollwatch_supported)]
+use crate::{
+    registry,
+    report::stage::{Stage, StageConfig},
+    sampler, sys,
+    watchdog::{Settings, Stop, Watchdog},
+};
 
 /// Only one guard runs at a time: the sampler and the registry are per process.
 static RUNNING: AtomicBool = AtomicBool::new(false);
 
 /// Samples in flight between the watchdog and the report stage; beyond this
 /// the watchdog drops samples (and counts them) rather than grow memory.
+#[cfg(pollwatch_supported)]
 const CHANNEL_CAPACITY: usize = 1024;
 
 /// A running pollwatch. Keep it alive for as long as you want blocking found.
@@ -33,6 +38,7 @@ pub struct Guard {
 
 #[derive(Debug)]
 struct Running {
+    #[cfg(pollwatch_supported)]
     stop: Arc<Stop>,
     watchdog: JoinHandle<()>,
     stage: JoinHandle<(Report, Vec<Error>)>,
@@ -60,6 +66,7 @@ impl Guard {
         let Some(run) = self.inner.take() else {
             return Ok(Report::default());
         };
+        #[cfg(pollwatch_supported)]
         run.stop.request();
         let wd = run.watchdog.join();
         let stage = run.stage.join();
@@ -96,14 +103,33 @@ fn killed_by_env() -> Result<bool> {
 
 pub(crate) fn start(cfg: Config) -> Result<Guard> {
     if !cfg.enabled || killed_by_env()? {
+        #[cfg(pollwatch_supported)]
         registry::set_disabled(true);
         return Ok(Guard::disabled());
     }
     let signal = cfg.validate()?;
+    #[cfg(not(pollwatch_supported))]
+    {
+        static SAID: AtomicBool = AtomicBool::new(false);
+        if !SAID.swap(true, Ordering::Relaxed) {
+            eprintln!(
+                "pollwatch: not supported on this platform (Linux on x86_64 or aarch64 only); \
+                 running without it"
+            );
+        }
+        let _ = signal;
+        Ok(Guard::disabled())
+    }
+    #[cfg(pollwatch_supported)]
+    start_checked(&cfg, signal)
+}
+
+#[cfg(pollwatch_supported)]
+fn start_checked(cfg: &Config, signal: i32) -> Result<Guard> {
     if RUNNING.swap(true, Ordering::AcqRel) {
         return Err(Error::AlreadyRunning);
     }
-    match start_running(&cfg, signal) {
+    match start_running(cfg, signal) {
         Ok(run) => Ok(Guard { inner: Some(run) }),
         Err(e) => {
             RUNNING.store(false, Ordering::Release);
@@ -112,6 +138,7 @@ pub(crate) fn start(cfg: Config) -> Result<Guard> {
     }
 }
 
+#[cfg(pollwatch_supported)]
 fn start_running(cfg: &Config, signal: i32) -> Result<Running> {
     registry::set_disabled(false);
     sys::signal::install(signal).map_err(|e| match e {
@@ -163,6 +190,7 @@ fn start_running(cfg: &Config, signal: i32) -> Result<Running> {
     })
 }
 
+#[cfg(pollwatch_supported)]
 /// Captures this thread's stack through three known calls and warns when the
 /// frame-pointer chain does not reach back through them: then stacks will be
 /// cut short, and the fix is a rebuild with frame pointers.
@@ -179,16 +207,19 @@ fn check_frame_pointers(signal: i32) {
     }
 }
 
+#[cfg(pollwatch_supported)]
 #[inline(never)]
 fn fp_probe_1(signal: i32) -> Option<usize> {
     std::hint::black_box(fp_probe_2(signal))
 }
 
+#[cfg(pollwatch_supported)]
 #[inline(never)]
 fn fp_probe_2(signal: i32) -> Option<usize> {
     std::hint::black_box(fp_probe_3(signal))
 }
 
+#[cfg(pollwatch_supported)]
 #[inline(never)]
 fn fp_probe_3(signal: i32) -> Option<usize> {
     let sample = sampler::capture_self(signal).ok()?;

@@ -64,8 +64,12 @@
 //!   `SA_RESTART` most calls resume transparently; `nanosleep`, `poll`,
 //!   `epoll_wait` and sockets with timeouts may see `EINTR`. Only threads
 //!   already over the threshold are signalled.
-//! - Linux only; x86_64 is tested.
+//! - Linux only; x86_64 is tested. On other platforms everything compiles,
+//!   the probes cost nothing, and [`init`] returns a guard that does nothing
+//!   (and says so once on stderr).
 #![deny(unsafe_code)]
+// Without the sampler (unsupported platforms) much of the report machinery is unused.
+#![cfg_attr(not(pollwatch_supported), allow(dead_code))]
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -74,16 +78,26 @@
 )]
 
 mod config;
-mod episode;
 mod error;
 mod guard;
 mod probe;
-mod registry;
 mod report;
 pub mod runtime;
+
+// The machinery behind the probes exists where the sampler works (Linux on
+// x86_64 and aarch64, see build.rs); elsewhere the probes are no-ops and
+// `init` returns a guard that does nothing.
+#[cfg(pollwatch_supported)]
+mod episode;
+#[cfg(pollwatch_supported)]
+mod registry;
+#[cfg(pollwatch_supported)]
 mod sampler;
+#[cfg(pollwatch_supported)]
 mod symbolize;
+#[cfg(pollwatch_supported)]
 mod sys;
+#[cfg(pollwatch_supported)]
 mod watchdog;
 
 pub use config::Config;

@@ -4,15 +4,11 @@
 //! `Relaxed` load plus one `Release` store of the slot's epoch (a locked
 //! `fetch_add` would cost 20× more, and there is only one writer).
 
-use std::cell::Cell;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::Location;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-
-use crate::registry::{self, Slot};
 
 /// Who is being polled: tokio's task id and spawn location, or the place a
 /// future was wrapped with [`watch`].
@@ -22,27 +18,6 @@ pub(crate) struct Label {
     pub(crate) location: Option<&'static Location<'static>>,
 }
 
-#[derive(Clone, Copy)]
-struct ThreadState {
-    slot: Option<&'static Slot>,
-    depth: u32,
-    /// Registration failed for good (table full, thread exiting): stop trying
-    /// on every poll.
-    gave_up: bool,
-}
-
-const FRESH: ThreadState = ThreadState {
-    slot: None,
-    depth: 0,
-    gave_up: false,
-};
-
-thread_local! {
-    // `const`-initialised, `Copy`, no destructor: reading it is a plain
-    // thread-pointer-relative load, with no lazy-init check.
-    static STATE: Cell<ThreadState> = const { Cell::new(FRESH) };
-}
-
 /// What `exit` needs to undo an `enter`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Entered {
@@ -50,105 +25,168 @@ pub(crate) struct Entered {
     restore: Option<Label>,
 }
 
-/// Marks the start of a poll on this thread, registering the thread on its
-/// first poll.
-#[inline]
-pub(crate) fn enter(label: Label) -> Entered {
-    let mut st = STATE.get();
-    let slot = match st.slot {
-        Some(s) => s,
-        None if st.gave_up => return Entered { restore: None },
-        None => match registry::register_current(None) {
-            Some(s) => {
-                st.slot = Some(s);
-                s
-            }
-            None => {
-                if !registry::is_disabled() {
-                    st.gave_up = true;
-                    STATE.set(st);
-                }
-                return Entered { restore: None };
-            }
-        },
+/// The hot path where pollwatch works: per-thread state and the epoch bump.
+#[cfg(pollwatch_supported)]
+mod imp {
+    use std::cell::Cell;
+    use std::sync::atomic::Ordering;
+
+    use super::{Entered, Label};
+    use crate::registry::{self, Slot};
+
+    #[derive(Clone, Copy)]
+    struct ThreadState {
+        slot: Option<&'static Slot>,
+        depth: u32,
+        /// Registration failed for good (table full, thread exiting): stop trying
+        /// on every poll.
+        gave_up: bool,
+    }
+
+    const FRESH: ThreadState = ThreadState {
+        slot: None,
+        depth: 0,
+        gave_up: false,
     };
-    let mut restore = None;
-    if st.depth == 0 {
-        slot.task_id.store(label.task_id, Ordering::Relaxed);
-        slot.location.store(label.location, Ordering::Relaxed);
-        let e = slot.epoch.load(Ordering::Relaxed);
-        // Release: the label stores above are visible to a watchdog that sees
-        // this epoch.
-        slot.epoch.store(e.wrapping_add(1), Ordering::Release);
-    } else if label.location.is_some() || label.task_id != 0 {
-        // Nested: the innermost label wins, field by field, so a `watch`
-        // inside a hooked tokio task keeps the task id and names its own site.
-        let outer = Label {
-            task_id: slot.task_id.load(Ordering::Relaxed),
-            location: slot.location.load(Ordering::Relaxed),
-        };
-        restore = Some(outer);
-        if label.task_id != 0 {
-            slot.task_id.store(label.task_id, Ordering::Relaxed);
-        }
-        if label.location.is_some() {
-            slot.location.store(label.location, Ordering::Relaxed);
-        }
+
+    thread_local! {
+        // `const`-initialised, `Copy`, no destructor: reading it is a plain
+        // thread-pointer-relative load, with no lazy-init check.
+        static STATE: Cell<ThreadState> = const { Cell::new(FRESH) };
     }
-    st.depth = st.depth.wrapping_add(1);
-    STATE.set(st);
-    Entered { restore }
-}
 
-/// Marks the end of the poll opened by the matching `enter`.
-#[inline]
-pub(crate) fn exit(entered: Entered) {
-    let mut st = STATE.get();
-    let Some(slot) = st.slot else { return };
-    if st.depth == 0 {
-        // Unbalanced exit (hooks installed mid-poll): nothing to close.
-        return;
-    }
-    st.depth -= 1;
-    if st.depth == 0 {
-        let e = slot.epoch.load(Ordering::Relaxed);
-        slot.epoch.store(e.wrapping_add(1), Ordering::Release);
-    } else if let Some(l) = entered.restore {
-        slot.task_id.store(l.task_id, Ordering::Relaxed);
-        slot.location.store(l.location, Ordering::Relaxed);
-    }
-    STATE.set(st);
-}
-
-/// `exit` for a probe that cannot carry state from its enter (tokio's
-/// after-poll hook); tokio's hooks never nest, so there is no label to restore.
-#[cfg_attr(not(tokio_unstable), allow(dead_code))]
-#[inline]
-pub(crate) fn exit_hook() {
-    exit(Entered { restore: None });
-}
-
-/// Called when the thread's slot is released, so a later probe on this thread
-/// (a destructor running during thread exit) cannot write a slot that another
-/// thread may own by then.
-pub(crate) fn forget_current_slot() {
-    let _ = STATE.try_with(|s| {
-        s.set(ThreadState {
-            gave_up: true,
-            ..FRESH
-        })
-    });
-}
-
-/// Registers the calling thread ahead of its first poll (tokio's
-/// `on_thread_start`), so the first poll pays nothing extra.
-pub(crate) fn register_thread(runtime: Option<std::sync::Arc<str>>) {
-    if let Some(slot) = registry::register_current(runtime) {
+    /// Marks the start of a poll on this thread, registering the thread on its
+    /// first poll.
+    #[inline]
+    pub(crate) fn enter(label: Label) -> Entered {
         let mut st = STATE.get();
-        st.slot = Some(slot);
+        let slot = match st.slot {
+            Some(s) => s,
+            None if st.gave_up => return Entered { restore: None },
+            None => match registry::register_current(None) {
+                Some(s) => {
+                    st.slot = Some(s);
+                    s
+                }
+                None => {
+                    if !registry::is_disabled() {
+                        st.gave_up = true;
+                        STATE.set(st);
+                    }
+                    return Entered { restore: None };
+                }
+            },
+        };
+        let mut restore = None;
+        if st.depth == 0 {
+            slot.task_id.store(label.task_id, Ordering::Relaxed);
+            slot.location.store(label.location, Ordering::Relaxed);
+            let e = slot.epoch.load(Ordering::Relaxed);
+            // Release: the label stores above are visible to a watchdog that sees
+            // this epoch.
+            slot.epoch.store(e.wrapping_add(1), Ordering::Release);
+        } else if label.location.is_some() || label.task_id != 0 {
+            // Nested: the innermost label wins, field by field, so a `watch`
+            // inside a hooked tokio task keeps the task id and names its own site.
+            let outer = Label {
+                task_id: slot.task_id.load(Ordering::Relaxed),
+                location: slot.location.load(Ordering::Relaxed),
+            };
+            restore = Some(outer);
+            if label.task_id != 0 {
+                slot.task_id.store(label.task_id, Ordering::Relaxed);
+            }
+            if label.location.is_some() {
+                slot.location.store(label.location, Ordering::Relaxed);
+            }
+        }
+        st.depth = st.depth.wrapping_add(1);
+        STATE.set(st);
+        Entered { restore }
+    }
+
+    /// Marks the end of the poll opened by the matching `enter`.
+    #[inline]
+    pub(crate) fn exit(entered: Entered) {
+        let mut st = STATE.get();
+        let Some(slot) = st.slot else { return };
+        if st.depth == 0 {
+            // Unbalanced exit (hooks installed mid-poll): nothing to close.
+            return;
+        }
+        st.depth -= 1;
+        if st.depth == 0 {
+            let e = slot.epoch.load(Ordering::Relaxed);
+            slot.epoch.store(e.wrapping_add(1), Ordering::Release);
+        } else if let Some(l) = entered.restore {
+            slot.task_id.store(l.task_id, Ordering::Relaxed);
+            slot.location.store(l.location, Ordering::Relaxed);
+        }
         STATE.set(st);
     }
+
+    /// `exit` for a probe that cannot carry state from its enter (tokio's
+    /// after-poll hook); tokio's hooks never nest, so there is no label to restore.
+    #[cfg_attr(not(tokio_unstable), allow(dead_code))]
+    #[inline]
+    pub(crate) fn exit_hook() {
+        exit(Entered { restore: None });
+    }
+
+    /// Called when the thread's slot is released, so a later probe on this thread
+    /// (a destructor running during thread exit) cannot write a slot that another
+    /// thread may own by then.
+    pub(crate) fn forget_current_slot() {
+        let _ = STATE.try_with(|s| {
+            s.set(ThreadState {
+                gave_up: true,
+                ..FRESH
+            })
+        });
+    }
+
+    /// Registers the calling thread ahead of its first poll (tokio's
+    /// `on_thread_start`), so the first poll pays nothing extra.
+    pub(crate) fn register_thread(runtime: Option<std::sync::Arc<str>>) {
+        if let Some(slot) = registry::register_current(runtime) {
+            let mut st = STATE.get();
+            st.slot = Some(slot);
+            STATE.set(st);
+        }
+    }
+
+    /// Releases the calling thread's slot (tokio's `on_thread_stop`).
+    pub(crate) fn deregister_thread() {
+        registry::deregister_current();
+    }
 }
+
+/// Elsewhere the probes do nothing, at no cost.
+#[cfg(not(pollwatch_supported))]
+mod imp {
+    use super::{Entered, Label};
+
+    #[inline(always)]
+    pub(crate) fn enter(_label: Label) -> Entered {
+        Entered { restore: None }
+    }
+
+    #[inline(always)]
+    pub(crate) fn exit(_entered: Entered) {}
+
+    #[allow(dead_code)]
+    #[inline(always)]
+    pub(crate) fn exit_hook() {}
+
+    pub(crate) fn register_thread(_runtime: Option<std::sync::Arc<str>>) {}
+
+    pub(crate) fn deregister_thread() {}
+}
+
+#[cfg(pollwatch_supported)]
+pub(crate) use imp::forget_current_slot;
+#[cfg_attr(not(tokio_unstable), allow(unused_imports))]
+pub(crate) use imp::{deregister_thread, enter, exit, exit_hook, register_thread};
 
 /// Marks the calling thread as inside a poll until the guard is dropped: the
 /// probe for custom executors.

@@ -82,7 +82,7 @@ fn the_handler_never_allocates() {
     .unwrap();
     let report = guard.finish().unwrap();
     let ep = episode_in(&report, "spin_without_allocating");
-    assert!(ep.samples() >= 50, "the thread was sampled often: {ep:?}");
+    assert!(ep.samples() >= 20, "the thread was sampled often: {ep:?}");
     assert_eq!(
         counted, 0,
         "allocations on the sampled thread while it was being sampled"

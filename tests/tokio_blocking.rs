@@ -5,7 +5,7 @@
 mod support;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::*;
 
@@ -190,24 +190,28 @@ fn contended_std_mutex_is_caught_in_the_lock() {
 }
 
 #[test]
-fn episodes_are_reported_while_the_thread_is_still_stuck() {
+fn stack_weights_add_up_to_the_episode() {
     let _s = serial();
-    // The report stage prints the live line when the first sample arrives; the
-    // JSONL file, however, gets the episode only at its end. So: while a poll
-    // is stuck for a long time, episodes.jsonl must still be empty, and at the
-    // end it must hold the episode with more than one sample.
-    let guard = config("live").start().unwrap();
-    let rt = runtime();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let h = rt.spawn(pollwatch::watch(async move {
-        tokio::task::yield_now().await;
-        tx.send(Instant::now()).unwrap();
-        blocking_sleep(Duration::from_millis(400))
-    }));
-    rx.recv().unwrap();
-    rt.block_on(h).unwrap();
-    drop(rt);
-    let report = guard.finish().unwrap();
-    let ep = episode_in(&report, "blocking_sleep");
-    assert!(ep.samples() >= 2, "sampled more than once: {ep:?}");
+    // A long episode is sampled throughout, and every microsecond of it is
+    // attributed to some stack: the flamegraph's widths are blocked time.
+    let (report, truth) = caught("weights", || {
+        blocking_sleep(Duration::from_millis(150)) + cpu_spin(Duration::from_millis(150))
+    });
+    let ep = episode_in(&report, "cpu_spin");
+    assert!(
+        ep.blocked_in("blocking_sleep"),
+        "both halves were sampled:\n{report}"
+    );
+    assert!(ep.samples() >= 2, "{ep:?}");
+    assert_close(ep.duration(), truth, "two-part episode");
+    let weights: Duration = ep.stacks().iter().map(|s| s.weight).sum();
+    assert!(
+        ep.duration().abs_diff(weights) <= INTERVAL * 2,
+        "{weights:?} vs {:?}",
+        ep.duration()
+    );
+    assert!(
+        ep.on_cpu() > Duration::ZERO && ep.off_cpu() > Duration::ZERO,
+        "{ep:?}"
+    );
 }

@@ -20,11 +20,13 @@ pub(crate) const JSONL: &str = "episodes.jsonl";
 pub(crate) const SUMMARY: &str = "summary.txt";
 
 /// Owns the output directory of one run.
+#[cfg_attr(not(pollwatch_supported), allow(dead_code))]
 pub(crate) struct Writer {
     dir: PathBuf,
     jsonl: File,
 }
 
+#[cfg_attr(not(pollwatch_supported), allow(dead_code))]
 impl Writer {
     /// Creates `<base>/<exe>-<pid>/` and opens `episodes.jsonl` in it, so that
     /// an unwritable directory is an error at start, not a lost report at the end.
@@ -110,6 +112,7 @@ fn folded_name(f: &Frame) -> String {
 }
 
 /// `root;outermost;...;blocking call;[state]` for one stack of an episode.
+#[cfg_attr(not(pollwatch_supported), allow(dead_code))]
 pub(crate) fn folded_line(ep: &Episode, st: &Stack) -> String {
     let root = match (&ep.spawned_at, ep.task_id) {
         (Some(at), _) => format!("task spawned at {at}"),
@@ -197,6 +200,7 @@ fn frame_json(f: &Frame) -> Value {
     json!({ "function": f.function, "file": f.file, "line": f.line })
 }
 
+#[cfg_attr(not(pollwatch_supported), allow(dead_code))]
 pub(crate) fn episode_json(ep: &Episode) -> Value {
     let start_ms = ep
         .start

@@ -2,8 +2,11 @@
 //! written from them (flamegraph, folded stacks, JSON lines, summary).
 
 pub(crate) mod files;
+#[cfg(pollwatch_supported)]
 pub(crate) mod stage;
+#[cfg(pollwatch_supported)]
 mod syscalls;
+pub(crate) mod view;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -27,6 +30,7 @@ pub struct Frame {
 }
 
 impl Frame {
+    #[cfg_attr(not(pollwatch_supported), allow(dead_code))]
     pub(crate) fn unknown(address: u64, module: Option<&str>) -> Self {
         Frame {
             function: match module {
@@ -205,7 +209,7 @@ impl Episode {
 
     /// The innermost frame of your own code in the heaviest stack.
     pub fn top_user_frame(&self) -> Option<&Frame> {
-        crate::symbolize::top_user_frame(self.frames())
+        view::top_user_frame(self.frames())
     }
 
     /// Whether any stack of this episode has a frame whose function contains `name`.
@@ -322,6 +326,7 @@ impl fmt::Display for Report {
 }
 
 /// Creates the run's output directory and opens its event log.
+#[cfg(pollwatch_supported)]
 pub(crate) fn files_writer(base: &Path) -> crate::Result<files::Writer> {
     files::Writer::create(base)
 }

@@ -8,9 +8,10 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use super::files::Writer;
+use super::view;
 use super::{syscalls, Episode, Frame, Report, Stack, ThreadState};
 use crate::episode::{EndReason, Event, Started, Tag, WatchdogStats};
-use crate::symbolize::{self, RawFrame, Symbolizer};
+use crate::symbolize::{RawFrame, Symbolizer};
 
 /// Episodes kept in memory for [`Report::episodes`]; later ones are still written.
 const MAX_EPISODES: usize = 10_000;
@@ -217,14 +218,14 @@ impl Stage {
             return;
         }
         o.announced = true;
-        if let Some(why) = symbolize::excuse(&o.stacks[idx].frames) {
+        if let Some(why) = view::excuse(&o.stacks[idx].frames) {
             o.excused = true;
             o.started.excused.store(true, Ordering::Relaxed);
             let _ = why;
             return;
         }
-        let trimmed = symbolize::trim(&o.stacks[idx].frames);
-        let at = symbolize::top_user_frame(&trimmed)
+        let trimmed = view::trim(&o.stacks[idx].frames);
+        let at = view::top_user_frame(&trimmed)
             .or(trimmed.first())
             .map(|f| f.to_string())
             .unwrap_or_else(|| "an unknown frame".into());
@@ -250,7 +251,7 @@ impl Stage {
             .stacks
             .iter()
             .map(|a| Stack {
-                frames: symbolize::trim(&a.frames),
+                frames: view::trim(&a.frames),
                 weight: Duration::from_micros(a.weight_us),
                 state: state_of(a.tag),
                 raw: a.raw.iter().map(|r| r.address()).collect(),

@@ -53,7 +53,7 @@ fn hook(
 ) -> &mut tokio::runtime::Builder {
     builder
         .on_thread_start(move || probe::register_thread(label.clone()))
-        .on_thread_stop(crate::registry::deregister_current);
+        .on_thread_stop(probe::deregister_thread);
     #[cfg(tokio_unstable)]
     builder
         .on_before_task_poll(|meta| {

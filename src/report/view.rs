@@ -1,0 +1,176 @@
+//! How a symbolized stack is presented: where the executor's frames are cut
+//! off, which plumbing frames are dropped, which stacks are excused (blocking
+//! where blocking belongs), and which frame is "your code". Pure functions over
+//! [`Frame`]s, so they are the same on every platform.
+
+use super::Frame;
+
+/// Frames that belong to the executor, not to the task: the stack is cut at
+/// the innermost of these so it starts at the user's future.
+const BOUNDARIES: &[&str] = &[
+    "pollwatch::probe::Watched<",
+    "tokio::runtime::task::core::Core<",
+    "tokio::runtime::task::harness::",
+    "tokio::runtime::task::raw::",
+    "tokio::runtime::scheduler::current_thread::CoreGuard::block_on",
+    "tokio::runtime::scheduler::multi_thread::worker::Context::run_task",
+    "async_task::raw::RawTask<",
+    "futures_executor::local_pool::",
+    "futures_executor::thread_pool::",
+];
+
+/// Plumbing between a poll and the user's code, dropped wherever it appears.
+const PLUMBING: &[&str] = &[
+    "std::panicking::",
+    "std::panic::catch_unwind",
+    "core::panic::unwind_safe::AssertUnwindSafe<",
+    "<core::panic::unwind_safe::AssertUnwindSafe<",
+    "<core::pin::Pin<P> as core::future::future::Future>::poll",
+    "core::ops::function::FnOnce::call_once",
+    "tokio::loom::std::unsafe_cell::UnsafeCell<",
+    "tokio::runtime::coop::",
+    "tokio::task::coop::",
+    "__rust_try",
+];
+
+/// Cuts the executor's frames off a stack (innermost first) and drops plumbing.
+pub(crate) fn trim(frames: &[Frame]) -> Vec<Frame> {
+    let cut = frames
+        .iter()
+        .position(|f| BOUNDARIES.iter().any(|b| f.function.contains(b)))
+        .unwrap_or(frames.len());
+    frames[..cut]
+        .iter()
+        .filter(|f| {
+            !PLUMBING
+                .iter()
+                .any(|p| f.function.starts_with(p) || f.function.contains(p))
+        })
+        .cloned()
+        .collect()
+}
+
+/// Blocking where blocking belongs: a stack inside `block_in_place`, or a
+/// poll on a blocking-pool thread (`Handle::block_on` inside `spawn_blocking`),
+/// is not an episode. tokio also starts its *workers* on blocking-pool threads,
+/// so the pool frame alone is not enough: the worker loop must be absent.
+pub(crate) fn excuse(frames: &[Frame]) -> Option<&'static str> {
+    let has = |p: &str| frames.iter().any(|f| f.function.contains(p));
+    if has("tokio::runtime::scheduler::multi_thread::worker::block_in_place")
+        || has("tokio::task::blocking::block_in_place")
+    {
+        return Some("block_in_place");
+    }
+    if has("tokio::runtime::blocking::pool::Inner::run")
+        && !has("tokio::runtime::scheduler::multi_thread::worker::run")
+    {
+        return Some("blocking pool");
+    }
+    None
+}
+
+/// Crates whose frames are never "the user's code".
+const LIBRARY_PREFIXES: &[&str] = &[
+    "std::",
+    "core::",
+    "alloc::",
+    "<std::",
+    "<core::",
+    "<alloc::",
+    "tokio::",
+    "<tokio::",
+    "futures",
+    "<futures",
+    "async_std::",
+    "<async_std::",
+    "async_io::",
+    "async_task::",
+    "async_executor::",
+    "smol::",
+    "mio::",
+    "parking_lot",
+    "pollwatch::",
+    "<pollwatch::",
+    "crossbeam",
+    "hashbrown::",
+    "rayon",
+];
+
+/// Whether a frame is library code (std, runtimes, libc) rather than the user's.
+pub(crate) fn is_library(f: &Frame) -> bool {
+    let Some(file) = f.file.as_deref() else {
+        // No debug info: libc, the vDSO, stripped libraries.
+        return true;
+    };
+    file.starts_with("/rustc/")
+        || file.contains("/.cargo/registry/")
+        || file.contains("/.cargo/git/")
+        || file.contains("/rustlib/src/")
+        || LIBRARY_PREFIXES.iter().any(|p| f.function.starts_with(p))
+}
+
+/// The innermost frame of the user's own code.
+pub(crate) fn top_user_frame(frames: &[Frame]) -> Option<&Frame> {
+    frames.iter().find(|f| !is_library(f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(name: &str) -> Frame {
+        Frame {
+            function: name.into(),
+            file: Some("src/main.rs".into()),
+            line: Some(1),
+            address: 0,
+            inlined: false,
+        }
+    }
+
+    #[test]
+    fn trim_cuts_at_the_executor_and_drops_plumbing() {
+        let stack = vec![
+            f("std::thread::sleep"),
+            f("app::blocker"),
+            f("app::handler::{{closure}}"),
+            f("<core::pin::Pin<P> as core::future::future::Future>::poll"),
+            f("tokio::runtime::task::core::Core<T,S>::poll::{{closure}}"),
+            f("tokio::runtime::task::harness::poll_future"),
+            f("tokio::runtime::scheduler::multi_thread::worker::run"),
+        ];
+        let t: Vec<_> = trim(&stack).into_iter().map(|f| f.function).collect();
+        assert_eq!(
+            t,
+            [
+                "std::thread::sleep",
+                "app::blocker",
+                "app::handler::{{closure}}"
+            ]
+        );
+    }
+
+    #[test]
+    fn user_frames_and_excuses() {
+        let mut lib = f("std::thread::sleep");
+        lib.file = Some("/rustc/abc/library/std/src/thread/mod.rs".into());
+        let stack = vec![lib, f("app::blocker")];
+        assert_eq!(top_user_frame(&stack).unwrap().function, "app::blocker");
+        assert_eq!(excuse(&stack), None);
+        let bip = vec![f(
+            "tokio::runtime::scheduler::multi_thread::worker::block_in_place::h",
+        )];
+        assert_eq!(excuse(&bip), Some("block_in_place"));
+        let worker = vec![
+            f("app::blocker"),
+            f("tokio::runtime::scheduler::multi_thread::worker::run"),
+            f("tokio::runtime::blocking::pool::Inner::run"),
+        ];
+        assert_eq!(
+            excuse(&worker),
+            None,
+            "workers run on blocking-pool threads"
+        );
+        assert_eq!(excuse(&worker[2..]), Some("blocking pool"));
+    }
+}
