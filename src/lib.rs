@@ -105,6 +105,10 @@ pub use error::{Error, Result};
 pub use guard::Guard;
 pub use probe::{enter_poll, watch, PollGuard, Watched};
 pub use report::{Counters, Episode, Frame, Report, Stack, ThreadState};
+#[cfg(feature = "async-std")]
+pub use runtime::async_std;
+#[cfg(feature = "smol")]
+pub use runtime::smol;
 #[cfg(feature = "tokio")]
 pub use runtime::tokio;
 

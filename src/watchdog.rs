@@ -338,7 +338,17 @@ impl Watchdog {
                 Duration::from_nanos(s.wait_ns.saturating_sub(b.wait_ns)),
                 Duration::from_nanos(s.cpu_ns.saturating_sub(b.cpu_ns)),
             ),
-            _ => (Duration::ZERO, stuck),
+            (None, Some(s)) => {
+                // No baseline for this poll (the thread was already inside it
+                // when the watchdog first saw the slot): start measuring now
+                // rather than assume the whole time was the thread's own.
+                t.base = Some(s);
+                t.first_seen = now;
+                return Some(now + threshold);
+            }
+            // The thread's clocks cannot be read (it is exiting): wait for
+            // its slot to be released.
+            (_, None) => return Some(now + threshold),
         };
         let own = if state == Some(b'R') {
             cpu

@@ -198,7 +198,14 @@ impl Stage {
             Some(i) => i,
             None if o.stacks.len() < MAX_STACKS_PER_EPISODE => {
                 let frames = if stack.is_empty() {
-                    vec![Frame::unknown(0, Some("[not sampled]"))]
+                    vec![Frame {
+                        function: "[no stack: the thread did not answer the sampling signal]"
+                            .into(),
+                        file: None,
+                        line: None,
+                        address: 0,
+                        inlined: false,
+                    }]
                 } else {
                     self.sym.symbolize(&stack)
                 };

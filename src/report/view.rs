@@ -5,18 +5,19 @@
 
 use super::Frame;
 
-/// Frames that belong to the executor, not to the task: the stack is cut at
-/// the innermost of these so it starts at the user's future.
-const BOUNDARIES: &[&str] = &[
+/// Where a task's poll enters the user's future: pollwatch's own `Watched`
+/// poll, tokio's task harness, async-task's `RawTask::run` (async-std, smol).
+/// The stack is cut at the *outermost* of these, the poll whose epoch made the
+/// episode, so a nested executor (a `block_on` inside a task) stays visible.
+const ANCHORS: &[&str] = &[
     "pollwatch::probe::Watched<",
+    "<pollwatch::probe::Watched<",
     "tokio::runtime::task::core::Core<",
     "tokio::runtime::task::harness::",
     "tokio::runtime::task::raw::",
-    "tokio::runtime::scheduler::current_thread::CoreGuard::block_on",
-    "tokio::runtime::scheduler::multi_thread::worker::Context::run_task",
     "async_task::raw::RawTask<",
-    "futures_executor::local_pool::",
-    "futures_executor::thread_pool::",
+    "async_task::runnable::Runnable",
+    "<async_task::runnable::Runnable",
 ];
 
 /// Plumbing between a poll and the user's code, dropped wherever it appears.
@@ -33,19 +34,28 @@ const PLUMBING: &[&str] = &[
     "__rust_try",
 ];
 
+fn matches(f: &Frame, list: &[&str]) -> bool {
+    list.iter()
+        .any(|p| f.function.starts_with(p) || f.function.contains(p))
+}
+
 /// Cuts the executor's frames off a stack (innermost first) and drops plumbing.
 pub(crate) fn trim(frames: &[Frame]) -> Vec<Frame> {
     let cut = frames
         .iter()
-        .position(|f| BOUNDARIES.iter().any(|b| f.function.contains(b)))
+        .rposition(|f| matches(f, ANCHORS))
         .unwrap_or(frames.len());
-    frames[..cut]
-        .iter()
-        .filter(|f| {
-            !PLUMBING
-                .iter()
-                .any(|p| f.function.starts_with(p) || f.function.contains(p))
-        })
+    let mut kept = &frames[..cut];
+    // The harness is several frames deep; drop the rest of it next to the cut.
+    while let Some((last, rest)) = kept.split_last() {
+        if matches(last, ANCHORS) || matches(last, PLUMBING) {
+            kept = rest;
+        } else {
+            break;
+        }
+    }
+    kept.iter()
+        .filter(|f| !matches(f, PLUMBING) && !matches(f, &ANCHORS[..2]))
         .cloned()
         .collect()
 }
@@ -69,7 +79,7 @@ pub(crate) fn excuse(frames: &[Frame]) -> Option<&'static str> {
     None
 }
 
-/// Crates whose frames are never "the user's code".
+/// Name prefixes of library code, for frames without a source file.
 const LIBRARY_PREFIXES: &[&str] = &[
     "std::",
     "core::",
@@ -79,34 +89,37 @@ const LIBRARY_PREFIXES: &[&str] = &[
     "<alloc::",
     "tokio::",
     "<tokio::",
-    "futures",
-    "<futures",
+    "futures_",
+    "<futures_",
     "async_std::",
     "<async_std::",
     "async_io::",
     "async_task::",
     "async_executor::",
-    "smol::",
     "mio::",
     "parking_lot",
-    "pollwatch::",
-    "<pollwatch::",
-    "crossbeam",
-    "hashbrown::",
-    "rayon",
 ];
 
-/// Whether a frame is library code (std, runtimes, libc) rather than the user's.
+/// Whether a frame is library code (std, a dependency, libc, pollwatch itself)
+/// rather than the user's. Decided by where the source lives, which is exact,
+/// and only for frames without debug info by the name.
 pub(crate) fn is_library(f: &Frame) -> bool {
-    let Some(file) = f.file.as_deref() else {
-        // No debug info: libc, the vDSO, stripped libraries.
+    if f.function.starts_with("pollwatch::") || f.function.starts_with("<pollwatch::") {
         return true;
-    };
-    file.starts_with("/rustc/")
-        || file.contains("/.cargo/registry/")
-        || file.contains("/.cargo/git/")
-        || file.contains("/rustlib/src/")
-        || LIBRARY_PREFIXES.iter().any(|p| f.function.starts_with(p))
+    }
+    match f.file.as_deref() {
+        Some(file) => {
+            file.starts_with("/rustc/")
+                || file.contains("/.cargo/registry/")
+                || file.contains("/.cargo/git/")
+                || file.contains("/rustlib/src/")
+        }
+        // No debug info: C code (libc, the vDSO) has no `::`; a Rust function
+        // from a build without debug info is the user's unless its path says not.
+        None => {
+            !f.function.contains("::") || LIBRARY_PREFIXES.iter().any(|p| f.function.starts_with(p))
+        }
+    }
 }
 
 /// The innermost frame of the user's own code.
@@ -145,6 +158,30 @@ mod tests {
             [
                 "std::thread::sleep",
                 "app::blocker",
+                "app::handler::{{closure}}"
+            ]
+        );
+    }
+
+    #[test]
+    fn nested_executors_stay_visible_inside_the_outer_task() {
+        let stack = vec![
+            f("std::thread::sleep"),
+            f("app::inner"),
+            f("<pollwatch::probe::Watched<F> as core::future::future::Future>::poll"),
+            f("futures_executor::local_pool::block_on"),
+            f("app::handler::{{closure}}"),
+            f("<pollwatch::probe::Watched<F> as core::future::future::Future>::poll"),
+            f("tokio::runtime::task::core::Core<T,S>::poll::{{closure}}"),
+            f("tokio::runtime::task::harness::poll_future"),
+        ];
+        let t: Vec<_> = trim(&stack).into_iter().map(|f| f.function).collect();
+        assert_eq!(
+            t,
+            [
+                "std::thread::sleep",
+                "app::inner",
+                "futures_executor::local_pool::block_on",
                 "app::handler::{{closure}}"
             ]
         );
