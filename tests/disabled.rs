@@ -35,11 +35,7 @@ fn pollwatch_0_means_nothing_at_all() {
     std::env::set_var("POLLWATCH_DIR", &dir);
     let guard = pollwatch::init().unwrap();
     assert!(!guard.is_active());
-    let rt = pollwatch::tokio::instrument(&mut tokio::runtime::Builder::new_multi_thread())
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio_runtime(2);
     rt.block_on(async {
         tokio::spawn(pollwatch::watch(async {
             blocking_sleep(Duration::from_millis(100))

@@ -121,11 +121,7 @@ async fn nested_inner_future() -> Duration {
 fn futures_block_on_inside_a_task_is_blocking_and_shows_the_inner_future() {
     let _s = serial();
     let guard = config("nested_block_on").start().unwrap();
-    let rt = pollwatch::tokio::instrument(&mut tokio::runtime::Builder::new_multi_thread())
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio_runtime(2);
     let truth = rt.block_on(async {
         tokio::spawn(pollwatch::watch(async {
             tokio::task::yield_now().await;

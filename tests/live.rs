@@ -21,11 +21,7 @@ fn child_process_for_live_lines() {
         return;
     }
     let guard = config("live_child").start().unwrap();
-    let rt = pollwatch::tokio::instrument(&mut tokio::runtime::Builder::new_multi_thread())
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio_runtime(2);
     rt.block_on(async {
         tokio::spawn(pollwatch::watch(async {
             tokio::task::yield_now().await;

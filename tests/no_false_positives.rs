@@ -10,14 +10,6 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-fn runtime(workers: usize) -> tokio::runtime::Runtime {
-    pollwatch::tokio::instrument(&mut tokio::runtime::Builder::new_multi_thread())
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn healthy_workload_on_a_loaded_machine_has_no_episodes() {
     let _s = serial();
@@ -36,7 +28,7 @@ fn healthy_workload_on_a_loaded_machine_has_no_episodes() {
             })
         })
         .collect();
-    let rt = runtime(4);
+    let rt = tokio_runtime(4);
     let polls = rt.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(3);
         let mut tasks = Vec::new();
@@ -105,7 +97,7 @@ fn healthy_workload_on_a_loaded_machine_has_no_episodes() {
 fn spawn_blocking_is_where_blocking_belongs() {
     let _s = serial();
     let guard = config("spawn_blocking").start().unwrap();
-    let rt = runtime(2);
+    let rt = tokio_runtime(2);
     rt.block_on(async {
         let a = tokio::task::spawn_blocking(|| blocking_sleep(Duration::from_millis(300)));
         let b = tokio::task::spawn_blocking(|| cpu_spin(Duration::from_millis(200)));
@@ -128,7 +120,7 @@ fn spawn_blocking_is_where_blocking_belongs() {
 fn block_in_place_is_not_an_episode() {
     let _s = serial();
     let guard = config("block_in_place").start().unwrap();
-    let rt = runtime(2);
+    let rt = tokio_runtime(2);
     rt.block_on(async {
         tokio::spawn(pollwatch::watch(async {
             tokio::task::yield_now().await;

@@ -9,21 +9,13 @@ use std::time::Duration;
 
 use support::*;
 
-fn runtime() -> tokio::runtime::Runtime {
-    pollwatch::tokio::instrument(&mut tokio::runtime::Builder::new_multi_thread())
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// Runs `block` inside one watched task poll and returns (report, measured time).
 fn caught(
     test: &str,
     block: impl FnOnce() -> Duration + Send + 'static,
 ) -> (pollwatch::Report, Duration) {
     let guard = config(test).start().unwrap();
-    let rt = runtime();
+    let rt = tokio_runtime(2);
     let truth = rt.block_on(async {
         tokio::spawn(pollwatch::watch(async move {
             // Yield once so the blocking happens in a later poll of the task,

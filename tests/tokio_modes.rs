@@ -8,19 +8,11 @@ use std::time::Duration;
 
 use support::*;
 
-fn multi_thread() -> tokio::runtime::Runtime {
-    pollwatch::tokio::instrument(&mut tokio::runtime::Builder::new_multi_thread())
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn unwrapped_tasks_are_caught_only_with_the_poll_hooks() {
     let _s = serial();
     let guard = config("unwrapped").start().unwrap();
-    let rt = multi_thread();
+    let rt = tokio_runtime(2);
     let spawned_line = line!() + 1;
     let t = rt.spawn(async { blocking_sleep(Duration::from_millis(100)) });
     rt.block_on(t).unwrap();
@@ -47,7 +39,7 @@ fn unwrapped_tasks_are_caught_only_with_the_poll_hooks() {
 fn wrapped_tasks_are_caught_in_both_modes() {
     let _s = serial();
     let guard = config("wrapped").start().unwrap();
-    let rt = multi_thread();
+    let rt = tokio_runtime(2);
     let t = rt.spawn(pollwatch::watch(async {
         blocking_sleep(Duration::from_millis(100))
     }));
@@ -93,7 +85,7 @@ fn current_thread_runtime_block_on_root_and_tasks() {
 fn nested_watched_futures_count_once_and_name_the_innermost() {
     let _s = serial();
     let guard = config("nested").start().unwrap();
-    let rt = multi_thread();
+    let rt = tokio_runtime(2);
     let t = rt.spawn(pollwatch::watch(async {
         // A watched handler inside a watched connection task.
         let inner_line = line!() + 1;

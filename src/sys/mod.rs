@@ -6,6 +6,7 @@
 //! code built on these functions, so `grep -rnw unsafe src/` prints only this
 //! folder.
 #![allow(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub(crate) mod modules;
 pub(crate) mod signal;

@@ -109,3 +109,12 @@ pub fn episode_in<'r>(report: &'r pollwatch::Report, function: &'r str) -> &'r p
     );
     found[0]
 }
+
+/// A multi-thread tokio runtime hooked up to pollwatch.
+pub fn tokio_runtime(workers: usize) -> tokio::runtime::Runtime {
+    pollwatch::tokio::instrument(&mut tokio::runtime::Builder::new_multi_thread())
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap()
+}
