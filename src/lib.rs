@@ -8,12 +8,14 @@
 //! writes a flamegraph of the blocking call sites weighted by blocked time,
 //! plus folded stacks, a JSON-lines event log and a human summary.
 //!
-//! ```no_run
+//! ```
 //! use std::time::Duration;
 //!
 //! fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     // Reads POLLWATCH_* variables; POLLWATCH=0 turns everything off.
 //!     let guard = pollwatch::init()?;
+//! #   let guard = { drop(guard); pollwatch::Config::from_env()?.live(false)
+//! #       .output_dir(std::env::temp_dir().join("pollwatch-doctest")).start()? };
 //!
 //!     let rt = pollwatch::tokio::instrument(&mut tokio::runtime::Builder::new_multi_thread())
 //!         .enable_all()
@@ -31,6 +33,8 @@
 //!     for ep in report.episodes() {
 //!         println!("{} ms on {}: {:?}", ep.duration().as_millis(), ep.thread_name(), ep.top_user_frame());
 //!     }
+//! #   #[cfg(target_os = "linux")]
+//! #   assert_eq!(report.episodes().len(), 1, "{report}");
 //!     Ok(())
 //! }
 //! ```
