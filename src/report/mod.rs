@@ -136,6 +136,7 @@ pub struct Episode {
     pub(crate) task_id: Option<u64>,
     pub(crate) spawned_at: Option<String>,
     pub(crate) start: SystemTime,
+    pub(crate) detected_after: Duration,
     pub(crate) duration: Duration,
     pub(crate) samples: u32,
     pub(crate) missed: u32,
@@ -179,6 +180,13 @@ impl Episode {
     /// Wall-clock time the poll began.
     pub fn start(&self) -> SystemTime {
         self.start
+    }
+
+    /// How long the poll had been running when the watchdog noticed it: the
+    /// threshold plus the detection delay, which is at most about one idle
+    /// tick (a quarter of the threshold) when the thread gets its CPU.
+    pub fn detected_after(&self) -> Duration {
+        self.detected_after
     }
 
     /// Stack samples taken (signals answered, plus samples reused while the
@@ -244,6 +252,40 @@ pub struct Counters {
     pub unwatched_threads: u64,
 }
 
+/// What pollwatch itself spent while it ran, for judging its overhead.
+///
+/// Capture latencies are rounded up to within 1/16 of their value (they are
+/// kept in a fixed-size histogram, so the record never grows).
+///
+/// ```no_run
+/// let guard = pollwatch::init()?;
+/// // ... run the workload ...
+/// let report = guard.finish()?;
+/// let o = report.overhead();
+/// println!("{} samples, median capture {:?}", o.samples_captured, o.capture_p50);
+/// # Ok::<(), pollwatch::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct Overhead {
+    /// Stack samples captured through the signal handler.
+    pub samples_captured: u64,
+    /// Median time from sending the sampling signal to having the stack.
+    pub capture_p50: Option<Duration>,
+    /// 99th percentile of the same.
+    pub capture_p99: Option<Duration>,
+    /// Slowest capture.
+    pub capture_max: Option<Duration>,
+    /// Time the report thread spent turning samples into symbolized stacks:
+    /// loading debug info at start, leaf repair, lookups (each distinct
+    /// address once).
+    pub symbolize_time: Duration,
+    /// Time the report thread spent writing artifacts (`episodes.jsonl`, and
+    /// the flamegraph, folded stacks and summary, including their rewrites
+    /// while running).
+    pub write_time: Duration,
+}
+
 /// Everything pollwatch found, returned by [`Guard::finish`](crate::Guard::finish).
 ///
 /// `Display` prints the same summary as `summary.txt`, so a test can fail with
@@ -263,6 +305,7 @@ pub struct Report {
     pub(crate) threshold: Duration,
     pub(crate) dir: Option<PathBuf>,
     pub(crate) counters: Counters,
+    pub(crate) overhead: Overhead,
     pub(crate) total_episodes: u64,
     pub(crate) total_blocked: Duration,
 }
@@ -291,6 +334,11 @@ impl Report {
     /// What was seen but not reported as an episode, or dropped.
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// What pollwatch spent: capture latencies, symbolization and writing time.
+    pub fn overhead(&self) -> &Overhead {
+        &self.overhead
     }
 
     /// The directory holding this run's artifacts (`<dir>/<exe>-<pid>`).

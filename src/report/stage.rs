@@ -85,12 +85,17 @@ pub(crate) struct Stage {
     last_flush: Instant,
     dirty: bool,
     errors: Vec<crate::Error>,
+    symbolize_time: Duration,
+    write_time: Duration,
 }
 
 impl Stage {
     pub(crate) fn new(cfg: StageConfig, writer: Option<Writer>) -> Self {
+        let began = Instant::now();
         let mut sym = Symbolizer::new();
         sym.warm_up();
+        // Loading debug info is the bulk of symbolizing a first stack: count it.
+        let symbolize_time = began.elapsed();
         let report = Report {
             threshold: cfg.threshold,
             dir: writer.as_ref().map(|w| w.dir().to_path_buf()),
@@ -112,6 +117,8 @@ impl Stage {
             last_flush: Instant::now(),
             dirty: false,
             errors: Vec::new(),
+            symbolize_time,
+            write_time: Duration::ZERO,
         }
     }
 
@@ -187,6 +194,7 @@ impl Stage {
             Tag::OnCpu => o.on_cpu_us += weight_us,
             Tag::OffCpu { .. } => o.off_cpu_us += weight_us,
         }
+        let began = Instant::now();
         let stack = match raw {
             Some(raw) => self.sym.repair(&raw),
             None => match o.last {
@@ -212,6 +220,7 @@ impl Stage {
             }
             None => o.last.unwrap_or(0),
         };
+        self.symbolize_time += began.elapsed();
         o.stacks[idx].weight_us += weight_us;
         o.last = Some(idx);
         if o.announced || o.excused || o.stacks[idx].raw.is_empty() {
@@ -267,6 +276,7 @@ impl Stage {
             task_id: s.task_id,
             spawned_at: s.spawned_at.map(|l| l.to_string()),
             start: s.start,
+            detected_after: s.stuck_for,
             duration,
             samples: o.samples,
             missed,
@@ -302,9 +312,11 @@ impl Stage {
             }
         }
         if let Some(w) = self.writer.as_mut() {
+            let began = Instant::now();
             if let Err(e) = w.append_episode(&episode) {
                 self.errors.push(e);
             }
+            self.write_time += began.elapsed();
         }
         self.report.total_episodes += 1;
         self.report.total_blocked += duration;
@@ -332,6 +344,15 @@ impl Stage {
         c.dropped_samples = self.watchdog.dropped;
         c.suppressed_lines = self.limit.suppressed;
         c.unwatched_threads = crate::registry::overflow() as u64;
+        let lat = &self.watchdog.capture_latency;
+        self.report.overhead = super::Overhead {
+            samples_captured: lat.count(),
+            capture_p50: lat.quantile(0.5),
+            capture_p99: lat.quantile(0.99),
+            capture_max: lat.max(),
+            symbolize_time: self.symbolize_time,
+            write_time: self.write_time,
+        };
     }
 
     fn flush(&mut self) {
@@ -339,10 +360,15 @@ impl Stage {
         self.last_flush = Instant::now();
         self.dirty = false;
         if let Some(w) = self.writer.as_ref() {
+            let began = Instant::now();
             if let Err(e) = w.write_final(&self.report, &self.folded) {
                 self.errors.push(e);
             }
+            self.write_time += began.elapsed();
         }
+        // The last rewrite's own time is not in the report it wrote; it is in
+        // the returned one.
+        self.report.overhead.write_time = self.write_time;
     }
 
     fn finish(mut self) -> (Report, Vec<crate::Error>) {

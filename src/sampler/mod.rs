@@ -12,6 +12,7 @@
 //! The handler side (`claim`, `fill`, `publish`) runs inside the signal handler
 //! and is async-signal-safe: atomics and bounded stack reads only.
 
+pub(crate) mod latency;
 pub(crate) mod unwind;
 
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
