@@ -55,8 +55,10 @@ pub(crate) struct Symbolizer {
     mem: Option<File>,
 }
 
-/// Distinct addresses kept in the cache before it is cleared (a memory bound).
-const CACHE_LIMIT: usize = 200_000;
+/// Distinct addresses kept in the cache before it is cleared (a memory bound:
+/// an entry with its inlined frames is a few hundred bytes, so this stays
+/// within a few MiB; a long run over more addresses than this re-resolves some).
+const CACHE_LIMIT: usize = 16_384;
 
 impl Symbolizer {
     pub(crate) fn new() -> Self {

@@ -230,6 +230,30 @@ impl Episode {
     fn heaviest(&self) -> Option<&Stack> {
         self.stacks.first()
     }
+
+    /// Approximately what this episode holds on the heap, for the report's
+    /// memory budget.
+    #[cfg_attr(not(pollwatch_supported), allow(dead_code))]
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::capacity);
+        let stacks: usize = self
+            .stacks
+            .iter()
+            .map(|st| {
+                let frames: usize = st
+                    .frames
+                    .iter()
+                    .map(|f| std::mem::size_of::<Frame>() + f.function.capacity() + opt(&f.file))
+                    .sum();
+                std::mem::size_of::<Stack>() + frames + st.raw.capacity() * 8
+            })
+            .sum();
+        std::mem::size_of::<Episode>()
+            + self.thread.capacity()
+            + opt(&self.runtime)
+            + opt(&self.spawned_at)
+            + stacks
+    }
 }
 
 /// Counters of what was seen but is not an episode, or was dropped.
@@ -382,6 +406,45 @@ pub(crate) fn files_writer(base: &Path) -> crate::Result<files::Writer> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heap_bytes_grow_with_stacks() {
+        let frame = Frame {
+            function: "app::handler".repeat(10),
+            file: Some("src/main.rs".into()),
+            line: Some(1),
+            address: 1,
+            inlined: false,
+        };
+        let stack = Stack {
+            frames: vec![frame; 20],
+            weight: Duration::from_millis(1),
+            state: ThreadState::OnCpu,
+            raw: vec![0; 30],
+        };
+        let mut ep = Episode {
+            id: 1,
+            thread: "worker".into(),
+            tid: 1,
+            runtime: None,
+            task_id: None,
+            spawned_at: None,
+            start: SystemTime::UNIX_EPOCH,
+            detected_after: Duration::ZERO,
+            duration: Duration::ZERO,
+            samples: 0,
+            missed: 0,
+            on_cpu: Duration::ZERO,
+            off_cpu: Duration::ZERO,
+            stacks: Vec::new(),
+            ended_by: "poll_returned",
+        };
+        let empty = ep.heap_bytes();
+        ep.stacks = vec![stack; 3];
+        let full = ep.heap_bytes();
+        // 3 stacks × 20 frames × (120 + 11 bytes of text), plus the raw addresses.
+        assert!(full - empty >= 3 * (20 * 131 + 30 * 8), "{empty} → {full}");
+    }
 
     #[test]
     fn paths_are_shortened() {

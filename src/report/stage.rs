@@ -15,8 +15,14 @@ use crate::symbolize::{RawFrame, Symbolizer};
 
 /// Episodes kept in memory for [`Report::episodes`]; later ones are still written.
 const MAX_EPISODES: usize = 10_000;
+/// Heap bytes the kept episodes may take, whichever limit comes first: a
+/// typical episode (a few symbolized stacks) takes ~4 KiB, one with 64 deep
+/// stacks over 1 MiB, so a count alone does not bound memory.
+const MAX_EPISODE_BYTES: usize = 4 << 20;
 /// Distinct folded lines kept; the rest are merged into one `[other stacks]` line.
 const MAX_FOLDED: usize = 20_000;
+/// Bytes of distinct folded lines kept (a deep stack's line is kilobytes).
+const MAX_FOLDED_BYTES: usize = 1 << 20;
 /// Distinct stacks kept per episode.
 const MAX_STACKS_PER_EPISODE: usize = 64;
 /// Rewrite the end-of-run files at most this often while running, so that a
@@ -80,6 +86,8 @@ pub(crate) struct Stage {
     open: HashMap<u64, Open>,
     report: Report,
     folded: BTreeMap<String, u64>,
+    folded_bytes: usize,
+    episode_bytes: usize,
     limit: RateLimit,
     watchdog: WatchdogStats,
     last_flush: Instant,
@@ -108,6 +116,8 @@ impl Stage {
             open: HashMap::new(),
             report,
             folded: BTreeMap::new(),
+            folded_bytes: 0,
+            episode_bytes: 0,
             limit: RateLimit {
                 tokens: RateLimit::BURST,
                 last: Instant::now(),
@@ -304,8 +314,13 @@ impl Stage {
         }
         for st in &episode.stacks {
             let line = super::files::folded_line(&episode, st);
-            if self.folded.len() < MAX_FOLDED || self.folded.contains_key(&line) {
-                *self.folded.entry(line).or_default() += st.weight.as_micros() as u64;
+            let fits = self.folded.len() < MAX_FOLDED
+                && self.folded_bytes + line.len() <= MAX_FOLDED_BYTES;
+            if let Some(w) = self.folded.get_mut(&line) {
+                *w += st.weight.as_micros() as u64;
+            } else if fits {
+                self.folded_bytes += line.len();
+                self.folded.insert(line, st.weight.as_micros() as u64);
             } else {
                 *self.folded.entry("[other stacks]".into()).or_default() +=
                     st.weight.as_micros() as u64;
@@ -320,7 +335,11 @@ impl Stage {
         }
         self.report.total_episodes += 1;
         self.report.total_blocked += duration;
-        if self.report.episodes.len() < MAX_EPISODES {
+        let bytes = episode.heap_bytes();
+        if self.report.episodes.len() < MAX_EPISODES
+            && self.episode_bytes + bytes <= MAX_EPISODE_BYTES
+        {
+            self.episode_bytes += bytes;
             self.report.episodes.push(episode);
         } else {
             self.report.counters.dropped_episodes += 1;
