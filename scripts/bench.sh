@@ -48,4 +48,4 @@ echo "command: ${POLLWATCH_BENCH_SCALE:+POLLWATCH_BENCH_SCALE=$POLLWATCH_BENCH_S
 echo
 echo "| figure | pollwatch | bare/peer | ratio | target |"
 echo "|---|---|---|---|---|"
-cut -d'|' -f2- "$rows" | sed 's/^/| /; s/|/ | /g; s/$/ |/'
+cut -d"|" -f2- "$rows" | sed "s/|/ | /g; s/^/| /; s/$/ |/"
