@@ -6,6 +6,8 @@
 //!   `/proc/self/task/*/comm`) is charged its CPU time from `schedstat`
 //!   (nanoseconds; `stat`'s utime+stime, in 10 ms ticks, is printed as a
 //!   cross-check). Once fully idle, once with 64 tasks waking every ms.
+//!   Beside it, a thread that does nothing but wake on a condvar every idle
+//!   tick (5 ms) is measured over the same window: the floor for that rate.
 //! - per sample: a thread stuck on-CPU at the bottom of a 60-frame-deep
 //!   recursion inside a watched poll is sampled every ms for ~2 s; the
 //!   watchdog records signal-sent → stack-in-hand for each capture and the
@@ -33,17 +35,39 @@ fn instrumented_runtime(workers: usize) -> tokio::runtime::Runtime {
     .unwrap()
 }
 
-/// Watchdog CPU over `secs`, as a fraction of one core: (schedstat, stat).
-fn watchdog_cpu_over(secs: f64) -> (f64, f64) {
+/// CPU over `secs`, as a fraction of one core, of the watchdog (schedstat,
+/// stat) and of a peer thread that only sleeps on a condvar with the
+/// watchdog's idle tick: the floor of waking that often on this machine.
+fn watchdog_cpu_over(secs: f64, tick: Duration) -> (f64, f64, f64) {
     let tid = common::thread_by_name("pollwatch-watch").expect("watchdog thread not found");
+    let stop = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let peer_stop = stop.clone();
+    let peer = std::thread::Builder::new()
+        .name("tick-peer".into())
+        .spawn(move || {
+            let (m, cv) = &*peer_stop;
+            let mut done = m.lock().unwrap();
+            while !*done {
+                done = cv.wait_timeout(done, tick).unwrap().0;
+            }
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let peer_tid = common::thread_by_name("tick-peer").expect("peer thread not found");
     let c0 = common::thread_cpu(tid).unwrap();
+    let p0 = common::thread_cpu(peer_tid).unwrap();
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(secs));
     let c1 = common::thread_cpu(tid).unwrap();
+    let p1 = common::thread_cpu(peer_tid).unwrap();
     let wall = t0.elapsed().as_secs_f64();
+    *stop.0.lock().unwrap() = true;
+    stop.1.notify_all();
+    peer.join().unwrap();
     (
         (c1.schedstat - c0.schedstat).as_secs_f64() / wall,
         (c1.stat - c0.stat).as_secs_f64() / wall,
+        (p1.schedstat - p0.schedstat).as_secs_f64() / wall,
     )
 }
 
@@ -58,7 +82,8 @@ fn idle() {
     // Every worker registers at start; let the report thread finish loading
     // debug info, which is start-up cost, not idle cost.
     std::thread::sleep(Duration::from_secs(1));
-    let (idle, idle_stat) = watchdog_cpu_over(secs);
+    let tick = pollwatch::Config::DEFAULT_THRESHOLD / 4;
+    let (idle, idle_stat, idle_peer) = watchdog_cpu_over(secs, tick);
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     for _ in 0..64 {
@@ -71,7 +96,7 @@ fn idle() {
         }));
     }
     std::thread::sleep(Duration::from_millis(200));
-    let (busy, busy_stat) = watchdog_cpu_over(secs);
+    let (busy, busy_stat, busy_peer) = watchdog_cpu_over(secs, tick);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     drop(rt);
     let report = guard.finish().unwrap();
@@ -81,32 +106,33 @@ fn idle() {
         report.episodes().len()
     );
     println!(
-        "  nothing running:           {:.4}% of one core (stat: {:.3}%)",
+        "  nothing running:           {:.4}% of one core (stat: {:.3}%); a thread only waking every {tick:?}: {:.4}%",
         idle * 100.0,
-        idle_stat * 100.0
+        idle_stat * 100.0,
+        idle_peer * 100.0
     );
     println!(
-        "  64 tasks waking every ms:  {:.4}% of one core (stat: {:.3}%)",
+        "  64 tasks waking every ms:  {:.4}% of one core (stat: {:.3}%); a thread only waking every {tick:?}: {:.4}%",
         busy * 100.0,
-        busy_stat * 100.0
+        busy_stat * 100.0,
+        busy_peer * 100.0
     );
     row(
-        "idle watchdog: CPU, 8 workers, nothing running, % of one core",
+        "idle watchdog: CPU, 8 workers, nothing running, % of one core (peer: a thread that only wakes every tick)",
         &format!("{:.3}%", idle * 100.0),
-        "—",
-        "—",
+        &format!("{:.3}%", idle_peer * 100.0),
+        &format!("{:.2}", idle / idle_peer),
         "< 0.5%",
     );
     row(
-        "idle watchdog: CPU, 8 workers, 64 tasks on 1 ms timers, % of one core",
+        "idle watchdog: CPU, 8 workers, 64 tasks on 1 ms timers, % of one core (same peer)",
         &format!("{:.3}%", busy * 100.0),
-        "—",
-        "—",
+        &format!("{:.3}%", busy_peer * 100.0),
+        &format!("{:.2}", busy / busy_peer),
         "< 0.5%",
     );
 }
 
-#[inline(never)]
 fn deep(n: u32, until: Instant) -> u64 {
     // A local whose address escapes, used after the call: the compiler can
     // neither turn the recursion into a loop nor make it a tail call.
