@@ -83,4 +83,6 @@ pub(crate) struct WatchdogStats {
     pub(crate) missed: u64,
     /// Samples dropped because the report stage fell behind.
     pub(crate) dropped: u64,
+    /// Signal sent to stack in hand, for every answered sample.
+    pub(crate) capture_latency: crate::sampler::latency::Histogram,
 }

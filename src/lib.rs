@@ -108,7 +108,7 @@ pub use config::Config;
 pub use error::{Error, Result};
 pub use guard::Guard;
 pub use probe::{enter_poll, watch, PollGuard, Watched};
-pub use report::{Counters, Episode, Frame, Report, Stack, ThreadState};
+pub use report::{Counters, Episode, Frame, Overhead, Report, Stack, ThreadState};
 #[cfg(feature = "async-std")]
 pub use runtime::async_std;
 #[cfg(feature = "smol")]

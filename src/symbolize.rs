@@ -55,8 +55,10 @@ pub(crate) struct Symbolizer {
     mem: Option<File>,
 }
 
-/// Distinct addresses kept in the cache before it is cleared (a memory bound).
-const CACHE_LIMIT: usize = 200_000;
+/// Distinct addresses kept in the cache before it is cleared (a memory bound:
+/// an entry with its inlined frames is a few hundred bytes, so this stays
+/// within a few MiB; a long run over more addresses than this re-resolves some).
+const CACHE_LIMIT: usize = 16_384;
 
 impl Symbolizer {
     pub(crate) fn new() -> Self {
@@ -256,14 +258,19 @@ impl Symbolizer {
                 }
             }
         }
-        for &ra in chain {
+        for (k, &ra) in chain.iter().enumerate() {
             // A chain found by the resync scan may have garbage at the end.
             if self.module_of(ra).is_none() {
                 break;
             }
+            // Where the repaired prefix meets the chain, both may hold the same
+            // return address. Only there: equal neighbours further up are
+            // recursion, and each level is a real frame.
+            if k == 0 && out.last() == Some(&RawFrame::Return(ra)) {
+                continue;
+            }
             out.push(RawFrame::Return(ra));
         }
-        out.dedup();
         out
     }
 
@@ -476,6 +483,36 @@ mod tests {
             None
         );
         assert_eq!(decode_call(&[0; 8], 0x1000, none), None);
+    }
+
+    #[inline(never)]
+    fn recurse_then_capture(n: u32) -> Option<RawSample> {
+        // A local that escapes and is used after the call keeps every level a
+        // real frame (no loop, no tail call).
+        let local = [n; 2];
+        std::hint::black_box(&local);
+        let r = if n == 0 {
+            crate::sampler::capture_self(libc::SIGURG).ok()
+        } else {
+            recurse_then_capture(n - 1)
+        };
+        std::hint::black_box(&local);
+        r
+    }
+
+    /// Recursion repeats one return address; every level must stay a frame.
+    #[test]
+    fn recursion_keeps_every_level() {
+        crate::sys::signal::install(libc::SIGURG).unwrap();
+        let raw = recurse_then_capture(20).expect("self-capture");
+        let mut sym = Symbolizer::new();
+        let repaired = sym.repair(&raw);
+        let frames = sym.symbolize(&repaired);
+        let levels = frames
+            .iter()
+            .filter(|f| f.function.ends_with("recurse_then_capture"))
+            .count();
+        assert!(levels >= 21, "{levels} of 21 levels: {frames:#?}");
     }
 
     #[test]

@@ -488,8 +488,12 @@ impl Watchdog {
         } else {
             match stack {
                 Some(stack) => {
+                    let sent = Instant::now();
                     match sampler::capture(Target { tid, stack }, signal, SAMPLE_DEADLINE) {
-                        Ok(s) => Some(Box::new(s)),
+                        Ok(s) => {
+                            self.stats.capture_latency.record(sent.elapsed());
+                            Some(Box::new(s))
+                        }
                         Err(Missed::ThreadGone)
                         | Err(Missed::Timeout)
                         | Err(Missed::SendFailed) => {

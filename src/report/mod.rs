@@ -136,6 +136,7 @@ pub struct Episode {
     pub(crate) task_id: Option<u64>,
     pub(crate) spawned_at: Option<String>,
     pub(crate) start: SystemTime,
+    pub(crate) detected_after: Duration,
     pub(crate) duration: Duration,
     pub(crate) samples: u32,
     pub(crate) missed: u32,
@@ -181,6 +182,13 @@ impl Episode {
         self.start
     }
 
+    /// How long the poll had been running when the watchdog noticed it: the
+    /// threshold plus the detection delay, which is at most about one idle
+    /// tick (a quarter of the threshold) when the thread gets its CPU.
+    pub fn detected_after(&self) -> Duration {
+        self.detected_after
+    }
+
     /// Stack samples taken (signals answered, plus samples reused while the
     /// thread sat in the same syscall).
     pub fn samples(&self) -> u32 {
@@ -222,6 +230,30 @@ impl Episode {
     fn heaviest(&self) -> Option<&Stack> {
         self.stacks.first()
     }
+
+    /// Approximately what this episode holds on the heap, for the report's
+    /// memory budget.
+    #[cfg_attr(not(pollwatch_supported), allow(dead_code))]
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::capacity);
+        let stacks: usize = self
+            .stacks
+            .iter()
+            .map(|st| {
+                let frames: usize = st
+                    .frames
+                    .iter()
+                    .map(|f| std::mem::size_of::<Frame>() + f.function.capacity() + opt(&f.file))
+                    .sum();
+                std::mem::size_of::<Stack>() + frames + st.raw.capacity() * 8
+            })
+            .sum();
+        std::mem::size_of::<Episode>()
+            + self.thread.capacity()
+            + opt(&self.runtime)
+            + opt(&self.spawned_at)
+            + stacks
+    }
 }
 
 /// Counters of what was seen but is not an episode, or was dropped.
@@ -244,6 +276,40 @@ pub struct Counters {
     pub unwatched_threads: u64,
 }
 
+/// What pollwatch itself spent while it ran, for judging its overhead.
+///
+/// Capture latencies are rounded up to within 1/16 of their value (they are
+/// kept in a fixed-size histogram, so the record never grows).
+///
+/// ```no_run
+/// let guard = pollwatch::init()?;
+/// // ... run the workload ...
+/// let report = guard.finish()?;
+/// let o = report.overhead();
+/// println!("{} samples, median capture {:?}", o.samples_captured, o.capture_p50);
+/// # Ok::<(), pollwatch::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct Overhead {
+    /// Stack samples captured through the signal handler.
+    pub samples_captured: u64,
+    /// Median time from sending the sampling signal to having the stack.
+    pub capture_p50: Option<Duration>,
+    /// 99th percentile of the same.
+    pub capture_p99: Option<Duration>,
+    /// Slowest capture.
+    pub capture_max: Option<Duration>,
+    /// Time the report thread spent turning samples into symbolized stacks:
+    /// loading debug info at start, leaf repair, lookups (each distinct
+    /// address once).
+    pub symbolize_time: Duration,
+    /// Time the report thread spent writing artifacts (`episodes.jsonl`, and
+    /// the flamegraph, folded stacks and summary, including their rewrites
+    /// while running).
+    pub write_time: Duration,
+}
+
 /// Everything pollwatch found, returned by [`Guard::finish`](crate::Guard::finish).
 ///
 /// `Display` prints the same summary as `summary.txt`, so a test can fail with
@@ -263,6 +329,7 @@ pub struct Report {
     pub(crate) threshold: Duration,
     pub(crate) dir: Option<PathBuf>,
     pub(crate) counters: Counters,
+    pub(crate) overhead: Overhead,
     pub(crate) total_episodes: u64,
     pub(crate) total_blocked: Duration,
 }
@@ -291,6 +358,11 @@ impl Report {
     /// What was seen but not reported as an episode, or dropped.
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// What pollwatch spent: capture latencies, symbolization and writing time.
+    pub fn overhead(&self) -> &Overhead {
+        &self.overhead
     }
 
     /// The directory holding this run's artifacts (`<dir>/<exe>-<pid>`).
@@ -334,6 +406,45 @@ pub(crate) fn files_writer(base: &Path) -> crate::Result<files::Writer> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heap_bytes_grow_with_stacks() {
+        let frame = Frame {
+            function: "app::handler".repeat(10),
+            file: Some("src/main.rs".into()),
+            line: Some(1),
+            address: 1,
+            inlined: false,
+        };
+        let stack = Stack {
+            frames: vec![frame; 20],
+            weight: Duration::from_millis(1),
+            state: ThreadState::OnCpu,
+            raw: vec![0; 30],
+        };
+        let mut ep = Episode {
+            id: 1,
+            thread: "worker".into(),
+            tid: 1,
+            runtime: None,
+            task_id: None,
+            spawned_at: None,
+            start: SystemTime::UNIX_EPOCH,
+            detected_after: Duration::ZERO,
+            duration: Duration::ZERO,
+            samples: 0,
+            missed: 0,
+            on_cpu: Duration::ZERO,
+            off_cpu: Duration::ZERO,
+            stacks: Vec::new(),
+            ended_by: "poll_returned",
+        };
+        let empty = ep.heap_bytes();
+        ep.stacks = vec![stack; 3];
+        let full = ep.heap_bytes();
+        // 3 stacks × 20 frames × (120 + 11 bytes of text), plus the raw addresses.
+        assert!(full - empty >= 3 * (20 * 131 + 30 * 8), "{empty} → {full}");
+    }
 
     #[test]
     fn paths_are_shortened() {

@@ -15,8 +15,14 @@ use crate::symbolize::{RawFrame, Symbolizer};
 
 /// Episodes kept in memory for [`Report::episodes`]; later ones are still written.
 const MAX_EPISODES: usize = 10_000;
+/// Heap bytes the kept episodes may take, whichever limit comes first: a
+/// typical episode (a few symbolized stacks) takes ~4 KiB, one with 64 deep
+/// stacks over 1 MiB, so a count alone does not bound memory.
+const MAX_EPISODE_BYTES: usize = 4 << 20;
 /// Distinct folded lines kept; the rest are merged into one `[other stacks]` line.
 const MAX_FOLDED: usize = 20_000;
+/// Bytes of distinct folded lines kept (a deep stack's line is kilobytes).
+const MAX_FOLDED_BYTES: usize = 1 << 20;
 /// Distinct stacks kept per episode.
 const MAX_STACKS_PER_EPISODE: usize = 64;
 /// Rewrite the end-of-run files at most this often while running, so that a
@@ -80,17 +86,24 @@ pub(crate) struct Stage {
     open: HashMap<u64, Open>,
     report: Report,
     folded: BTreeMap<String, u64>,
+    folded_bytes: usize,
+    episode_bytes: usize,
     limit: RateLimit,
     watchdog: WatchdogStats,
     last_flush: Instant,
     dirty: bool,
     errors: Vec<crate::Error>,
+    symbolize_time: Duration,
+    write_time: Duration,
 }
 
 impl Stage {
     pub(crate) fn new(cfg: StageConfig, writer: Option<Writer>) -> Self {
+        let began = Instant::now();
         let mut sym = Symbolizer::new();
         sym.warm_up();
+        // Loading debug info is the bulk of symbolizing a first stack: count it.
+        let symbolize_time = began.elapsed();
         let report = Report {
             threshold: cfg.threshold,
             dir: writer.as_ref().map(|w| w.dir().to_path_buf()),
@@ -103,6 +116,8 @@ impl Stage {
             open: HashMap::new(),
             report,
             folded: BTreeMap::new(),
+            folded_bytes: 0,
+            episode_bytes: 0,
             limit: RateLimit {
                 tokens: RateLimit::BURST,
                 last: Instant::now(),
@@ -112,6 +127,8 @@ impl Stage {
             last_flush: Instant::now(),
             dirty: false,
             errors: Vec::new(),
+            symbolize_time,
+            write_time: Duration::ZERO,
         }
     }
 
@@ -187,6 +204,7 @@ impl Stage {
             Tag::OnCpu => o.on_cpu_us += weight_us,
             Tag::OffCpu { .. } => o.off_cpu_us += weight_us,
         }
+        let began = Instant::now();
         let stack = match raw {
             Some(raw) => self.sym.repair(&raw),
             None => match o.last {
@@ -219,6 +237,7 @@ impl Stage {
             }
             None => o.last.unwrap_or(0),
         };
+        self.symbolize_time += began.elapsed();
         o.stacks[idx].weight_us += weight_us;
         o.last = Some(idx);
         if o.announced || o.excused || o.stacks[idx].raw.is_empty() {
@@ -274,6 +293,7 @@ impl Stage {
             task_id: s.task_id,
             spawned_at: s.spawned_at.map(|l| l.to_string()),
             start: s.start,
+            detected_after: s.stuck_for,
             duration,
             samples: o.samples,
             missed,
@@ -301,21 +321,32 @@ impl Stage {
         }
         for st in &episode.stacks {
             let line = super::files::folded_line(&episode, st);
-            if self.folded.len() < MAX_FOLDED || self.folded.contains_key(&line) {
-                *self.folded.entry(line).or_default() += st.weight.as_micros() as u64;
+            let fits = self.folded.len() < MAX_FOLDED
+                && self.folded_bytes + line.len() <= MAX_FOLDED_BYTES;
+            if let Some(w) = self.folded.get_mut(&line) {
+                *w += st.weight.as_micros() as u64;
+            } else if fits {
+                self.folded_bytes += line.len();
+                self.folded.insert(line, st.weight.as_micros() as u64);
             } else {
                 *self.folded.entry("[other stacks]".into()).or_default() +=
                     st.weight.as_micros() as u64;
             }
         }
         if let Some(w) = self.writer.as_mut() {
+            let began = Instant::now();
             if let Err(e) = w.append_episode(&episode) {
                 self.errors.push(e);
             }
+            self.write_time += began.elapsed();
         }
         self.report.total_episodes += 1;
         self.report.total_blocked += duration;
-        if self.report.episodes.len() < MAX_EPISODES {
+        let bytes = episode.heap_bytes();
+        if self.report.episodes.len() < MAX_EPISODES
+            && self.episode_bytes + bytes <= MAX_EPISODE_BYTES
+        {
+            self.episode_bytes += bytes;
             self.report.episodes.push(episode);
         } else {
             self.report.counters.dropped_episodes += 1;
@@ -339,6 +370,15 @@ impl Stage {
         c.dropped_samples = self.watchdog.dropped;
         c.suppressed_lines = self.limit.suppressed;
         c.unwatched_threads = crate::registry::overflow() as u64;
+        let lat = &self.watchdog.capture_latency;
+        self.report.overhead = super::Overhead {
+            samples_captured: lat.count(),
+            capture_p50: lat.quantile(0.5),
+            capture_p99: lat.quantile(0.99),
+            capture_max: lat.max(),
+            symbolize_time: self.symbolize_time,
+            write_time: self.write_time,
+        };
     }
 
     fn flush(&mut self) {
@@ -346,10 +386,15 @@ impl Stage {
         self.last_flush = Instant::now();
         self.dirty = false;
         if let Some(w) = self.writer.as_ref() {
+            let began = Instant::now();
             if let Err(e) = w.write_final(&self.report, &self.folded) {
                 self.errors.push(e);
             }
+            self.write_time += began.elapsed();
         }
+        // The last rewrite's own time is not in the report it wrote; it is in
+        // the returned one.
+        self.report.overhead.write_time = self.write_time;
     }
 
     fn finish(mut self) -> (Report, Vec<crate::Error>) {

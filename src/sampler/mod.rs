@@ -12,6 +12,7 @@
 //! The handler side (`claim`, `fill`, `publish`) runs inside the signal handler
 //! and is async-signal-safe: atomics and bounded stack reads only.
 
+pub(crate) mod latency;
 pub(crate) mod unwind;
 
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
@@ -25,6 +26,9 @@ use crate::sys::Regs;
 pub(crate) const MAX_FRAMES: usize = 192;
 /// Words copied from the top of the interrupted stack for offline leaf repair.
 pub(crate) const COPY_WORDS: usize = 128;
+
+/// How long `capture` spins before sleeping on the futex.
+const SPIN: Duration = Duration::from_micros(20);
 
 const IDLE: u32 = 0;
 const ARMED: u32 = 1;
@@ -188,6 +192,14 @@ pub(crate) fn capture(target: Target, sig: i32, deadline: Duration) -> Result<Ra
         });
     }
     let until = Instant::now() + deadline;
+    // A running target answers within microseconds; sleeping on the futex
+    // right away would add the scheduler's wake-up latency (tens of µs) to
+    // every sample. Spin briefly first, bounded so that a target that needs
+    // this CPU to run its handler is not kept waiting long.
+    let spin_until = Instant::now() + SPIN;
+    while BUF.state.load(Ordering::Acquire) != READY && Instant::now() < spin_until {
+        std::hint::spin_loop();
+    }
     loop {
         let s = BUF.state.load(Ordering::Acquire);
         if s == READY {

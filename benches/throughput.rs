@@ -1,0 +1,231 @@
+//! Poll-heavy tokio throughput: bare tokio against pollwatch's `watch` on
+//! every task, pollwatch's tokio hooks (in a `--cfg tokio_unstable` build),
+//! and tokio-metrics' `TaskMonitor::instrument` on every task.
+//!
+//! Two workloads on a multi-thread runtime with one worker per CPU:
+//! - mpsc: 200 task pairs ping-ponging over `tokio::sync::mpsc` channels of
+//!   capacity 1, 2,000,000 messages in all;
+//! - yield: 400 tasks calling `yield_now` 5,000 times each (2,000,000 polls).
+//!
+//! Every round runs each variant once, in a rotated order; the figure is the
+//! median wall time over rounds, and ratios are medians of the per-round
+//! ratios (each compares runs made seconds apart). A variant with pollwatch
+//! runs with a started `Guard` (watchdog and report threads live); its
+//! start-up is outside the timed region.
+//!
+//! `POLLWATCH_BENCH_SCALE=0.1` shrinks the workloads for a quick look.
+
+mod common;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use common::{median, ms, row};
+use tokio::sync::mpsc;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Variant {
+    Bare,
+    /// `pollwatch::watch` around every spawned task (stable tokio).
+    Watch,
+    /// `pollwatch::tokio::instrument` hooks, watching every poll (tokio_unstable).
+    Hooks,
+    TokioMetrics,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Workload {
+    Mpsc { pairs: u64, round_trips: u64 },
+    Yield { tasks: u64, yields: u64 },
+}
+
+fn spawn<F>(v: Variant, monitor: &tokio_metrics::TaskMonitor, f: F) -> tokio::task::JoinHandle<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    match v {
+        Variant::Watch => tokio::spawn(pollwatch::watch(f)),
+        Variant::TokioMetrics => tokio::spawn(monitor.instrument(f)),
+        Variant::Bare | Variant::Hooks => tokio::spawn(f),
+    }
+}
+
+async fn workload(v: Variant, w: Workload) {
+    let monitor = tokio_metrics::TaskMonitor::new();
+    let mut handles = Vec::new();
+    match w {
+        Workload::Mpsc { pairs, round_trips } => {
+            for _ in 0..pairs {
+                let (ping_tx, mut ping_rx) = mpsc::channel::<u64>(1);
+                let (pong_tx, mut pong_rx) = mpsc::channel::<u64>(1);
+                handles.push(spawn(v, &monitor, async move {
+                    for i in 0..round_trips {
+                        ping_tx.send(i).await.unwrap();
+                        let back = pong_rx.recv().await.unwrap();
+                        debug_assert_eq!(back, i);
+                    }
+                }));
+                handles.push(spawn(v, &monitor, async move {
+                    while let Some(i) = ping_rx.recv().await {
+                        if pong_tx.send(i).await.is_err() {
+                            break;
+                        }
+                    }
+                }));
+            }
+        }
+        Workload::Yield { tasks, yields } => {
+            for _ in 0..tasks {
+                handles.push(spawn(v, &monitor, async move {
+                    for _ in 0..yields {
+                        tokio::task::yield_now().await;
+                    }
+                }));
+            }
+        }
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    if v == Variant::TokioMetrics {
+        // Keep the monitor's figures observable so nothing is optimised out.
+        std::hint::black_box(monitor.cumulative().total_poll_count);
+    }
+}
+
+/// One timed run of `w` under `v`; returns the wall time of the workload alone.
+fn run(v: Variant, w: Workload) -> Duration {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.enable_all();
+    let rt = match v {
+        Variant::Watch | Variant::Hooks => pollwatch::tokio::instrument(&mut b).build(),
+        Variant::Bare | Variant::TokioMetrics => b.build(),
+    }
+    .unwrap();
+    let guard = match v {
+        Variant::Watch | Variant::Hooks => Some(
+            pollwatch::Config::default()
+                .output_dir(common::out_dir("throughput"))
+                .live(false)
+                .start()
+                .expect("start pollwatch"),
+        ),
+        _ => None,
+    };
+    // Let every variant settle the same way (pollwatch's report thread loads
+    // debug info at start; the runtime's workers spin up).
+    std::thread::sleep(Duration::from_millis(300));
+    let elapsed = rt.block_on(async move {
+        let t = Instant::now();
+        workload(v, w).await;
+        t.elapsed()
+    });
+    drop(rt);
+    if let Some(g) = guard {
+        let report = g.finish().expect("finish pollwatch");
+        if !report.episodes().is_empty() {
+            eprintln!(
+                "note: {} episode(s) during a {v:?} run",
+                report.episodes().len()
+            );
+        }
+    }
+    elapsed
+}
+
+fn main() {
+    let unstable = cfg!(tokio_unstable);
+    let variants: &[Variant] = if unstable {
+        &[Variant::Bare, Variant::Hooks, Variant::TokioMetrics]
+    } else {
+        &[Variant::Bare, Variant::Watch, Variant::TokioMetrics]
+    };
+    let rounds: usize = std::env::var("POLLWATCH_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let pairs = 200;
+    let messages = common::scaled(2_000_000, 2 * pairs);
+    let tasks = 400;
+    let polls = common::scaled(2_000_000, tasks);
+    let workloads = [
+        (
+            "mpsc",
+            Workload::Mpsc {
+                pairs,
+                round_trips: messages / 2 / pairs,
+            },
+        ),
+        (
+            "yield",
+            Workload::Yield {
+                tasks,
+                yields: polls / tasks,
+            },
+        ),
+    ];
+    let build = if unstable {
+        "tokio_unstable build"
+    } else {
+        "stable build"
+    };
+    println!(
+        "throughput ({build}): {} worker threads, {rounds} rounds, variants {variants:?}",
+        common::cpus()
+    );
+    for (name, w) in workloads {
+        println!("  {name}: {w:?}");
+        let mut times: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+        for round in 0..rounds {
+            for k in 0..variants.len() {
+                let i = (k + round) % variants.len();
+                times[i].push(run(variants[i], w).as_secs_f64());
+            }
+        }
+        for (i, v) in variants.iter().enumerate() {
+            let rs: Vec<String> = times[i].iter().map(|t| format!("{:.0}", t * 1e3)).collect();
+            println!(
+                "    {:<13} median {:>7.1} ms   rounds [{}] ms",
+                format!("{v:?}"),
+                median(&times[i]) * 1e3,
+                rs.join(" ")
+            );
+        }
+        let paired = |a: usize, b: usize| {
+            let r: Vec<f64> = times[a].iter().zip(&times[b]).map(|(x, y)| x / y).collect();
+            median(&r)
+        };
+        let (bare, ours, tm) = (0, 1, 2);
+        let ours_name = if unstable {
+            "tokio hooks"
+        } else {
+            "`watch` on every task"
+        };
+        let med = |i: usize| Duration::from_secs_f64(median(&times[i]));
+        println!(
+            "    ratios (median of per-round): {ours_name}/bare {:.3}, tokio-metrics/bare {:.3}, {ours_name}/tokio-metrics {:.3}",
+            paired(ours, bare),
+            paired(tm, bare),
+            paired(ours, tm)
+        );
+        let tag = if unstable {
+            " (tokio_unstable build)"
+        } else {
+            ""
+        };
+        row(
+            &format!("throughput {name}: {ours_name} vs bare tokio{tag}"),
+            &ms(med(ours)),
+            &ms(med(bare)),
+            &format!("{:.3}", paired(ours, bare)),
+            "≤ 1.02",
+        );
+        row(
+            &format!("throughput {name}: {ours_name} vs tokio-metrics `TaskMonitor`{tag}"),
+            &ms(med(ours)),
+            &ms(med(tm)),
+            &format!("{:.3}", paired(ours, tm)),
+            "< 1",
+        );
+    }
+}
