@@ -18,73 +18,90 @@ pub(crate) struct Label {
     pub(crate) location: Option<&'static Location<'static>>,
 }
 
-/// What `exit` needs to undo an `enter`.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Entered {
-    /// The label to put back when a nested poll ends (innermost wins while it runs).
-    restore: Option<Label>,
-}
-
 /// The hot path where pollwatch works: per-thread state and the epoch bump.
 #[cfg(pollwatch_supported)]
 mod imp {
     use std::cell::Cell;
     use std::sync::atomic::Ordering;
 
-    use super::{Entered, Label};
+    use super::Label;
     use crate::registry::{self, Slot};
 
     thread_local! {
         // `const`-initialised, `Copy`, no destructor: reading one is a plain
-        // thread-pointer-relative load, with no lazy-init check. Three cells,
-        // not one struct: copying a struct out of a `Cell` and back on every
-        // poll made the loads straddle the previous poll's smaller stores, a
-        // store-forwarding stall that cost ~10 ns per enter+exit pair
-        // (benches/poll.rs: 12 ns → 3 ns on this machine).
+        // thread-pointer-relative load, with no lazy-init check. Separate
+        // cells, not one struct: copying a struct out of a `Cell` and back on
+        // every poll made the loads straddle the previous poll's smaller
+        // stores, a store-forwarding stall (benches/poll.rs: 12 ns → 3 ns).
         static SLOT: Cell<Option<&'static Slot>> = const { Cell::new(None) };
-        static DEPTH: Cell<u32> = const { Cell::new(0) };
         /// Registration failed for good (table full, thread exiting): stop
         /// trying on every poll.
         static GAVE_UP: Cell<bool> = const { Cell::new(false) };
+        /// tokio hook polls that began inside another poll (a runtime's
+        /// `block_on` inside a watched future): their after-poll hook must
+        /// not end the outer poll. Touched only on that rare path and in
+        /// `exit_hook`.
+        static HOOKS_NESTED: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// What `exit` needs to undo an `enter`. Whether a poll is the outermost
+    /// one is read from the epoch's parity (odd = already inside a poll), so
+    /// no depth counter is kept: the outermost enter carries the slot to its
+    /// exit, a nested one the label to put back.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) enum Entered {
+        /// Not watched (disabled, registry full).
+        Unwatched,
+        /// The outermost poll on this thread: its exit ends the poll.
+        Outer(&'static Slot),
+        /// A poll inside another: its exit restores the outer label.
+        Nested(&'static Slot, Label),
+    }
+
+    #[inline(always)]
+    fn current() -> Option<&'static Slot> {
+        match SLOT.get() {
+            Some(s) => Some(s),
+            None => first_enter(),
+        }
     }
 
     /// Marks the start of a poll on this thread, registering the thread on its
     /// first poll.
     #[inline]
     pub(crate) fn enter(label: Label) -> Entered {
-        let slot = match SLOT.get() {
-            Some(s) => s,
-            None => match first_enter() {
-                Some(s) => s,
-                None => return Entered { restore: None },
-            },
+        let Some(slot) = current() else {
+            return Entered::Unwatched;
         };
-        let depth = DEPTH.get();
-        let mut restore = None;
-        if depth == 0 {
+        let e = slot.epoch.load(Ordering::Relaxed);
+        if e % 2 == 0 {
             slot.task_id.store(label.task_id, Ordering::Relaxed);
             slot.location.store(label.location, Ordering::Relaxed);
-            let e = slot.epoch.load(Ordering::Relaxed);
-            // Release: the label stores above are visible to a watchdog that sees
-            // this epoch.
+            // Release: the label stores above are visible to a watchdog that
+            // sees this epoch.
             slot.epoch.store(e.wrapping_add(1), Ordering::Release);
-        } else if label.location.is_some() || label.task_id != 0 {
-            // Nested: the innermost label wins, field by field, so a `watch`
-            // inside a hooked tokio task keeps the task id and names its own site.
-            let outer = Label {
-                task_id: slot.task_id.load(Ordering::Relaxed),
-                location: slot.location.load(Ordering::Relaxed),
-            };
-            restore = Some(outer);
-            if label.task_id != 0 {
-                slot.task_id.store(label.task_id, Ordering::Relaxed);
-            }
-            if label.location.is_some() {
-                slot.location.store(label.location, Ordering::Relaxed);
-            }
+            Entered::Outer(slot)
+        } else {
+            Entered::Nested(slot, relabel(slot, label))
         }
-        DEPTH.set(depth.wrapping_add(1));
-        Entered { restore }
+    }
+
+    /// Nested: the innermost label wins, field by field, so a `watch` inside a
+    /// hooked tokio task keeps the task id and names its own site. Returns the
+    /// outer label.
+    #[inline]
+    fn relabel(slot: &Slot, label: Label) -> Label {
+        let outer = Label {
+            task_id: slot.task_id.load(Ordering::Relaxed),
+            location: slot.location.load(Ordering::Relaxed),
+        };
+        if label.task_id != 0 {
+            slot.task_id.store(label.task_id, Ordering::Relaxed);
+        }
+        if label.location.is_some() {
+            slot.location.store(label.location, Ordering::Relaxed);
+        }
+        outer
     }
 
     /// The first poll on a thread not registered yet: register it, or give up
@@ -112,29 +129,47 @@ mod imp {
     /// Marks the end of the poll opened by the matching `enter`.
     #[inline]
     pub(crate) fn exit(entered: Entered) {
-        let Some(slot) = SLOT.get() else { return };
-        let depth = DEPTH.get();
-        if depth == 0 {
-            // Unbalanced exit (hooks installed mid-poll): nothing to close.
-            return;
-        }
-        let depth = depth - 1;
-        DEPTH.set(depth);
-        if depth == 0 {
-            let e = slot.epoch.load(Ordering::Relaxed);
-            slot.epoch.store(e.wrapping_add(1), Ordering::Release);
-        } else if let Some(l) = entered.restore {
-            slot.task_id.store(l.task_id, Ordering::Relaxed);
-            slot.location.store(l.location, Ordering::Relaxed);
+        match entered {
+            Entered::Outer(slot) => {
+                let e = slot.epoch.load(Ordering::Relaxed);
+                slot.epoch.store(e.wrapping_add(1), Ordering::Release);
+            }
+            Entered::Nested(slot, outer) => {
+                slot.task_id.store(outer.task_id, Ordering::Relaxed);
+                slot.location.store(outer.location, Ordering::Relaxed);
+            }
+            Entered::Unwatched => {}
         }
     }
 
-    /// `exit` for a probe that cannot carry state from its enter (tokio's
-    /// after-poll hook); tokio's hooks never nest, so there is no label to restore.
+    /// `enter` for tokio's before-poll hook, whose matching after-poll hook
+    /// cannot carry state.
+    #[cfg_attr(not(tokio_unstable), allow(dead_code))]
+    #[inline]
+    pub(crate) fn enter_hook(label: Label) {
+        if let Entered::Nested(..) = enter(label) {
+            // The outer label is not restored at this hook's exit; the outer
+            // poll's own exit ends the episode either way.
+            HOOKS_NESTED.set(HOOKS_NESTED.get().wrapping_add(1));
+        }
+    }
+
+    /// `exit` for tokio's after-poll hook.
     #[cfg_attr(not(tokio_unstable), allow(dead_code))]
     #[inline]
     pub(crate) fn exit_hook() {
-        exit(Entered { restore: None });
+        let nested = HOOKS_NESTED.get();
+        if nested > 0 {
+            HOOKS_NESTED.set(nested - 1);
+            return;
+        }
+        let Some(slot) = SLOT.get() else { return };
+        let e = slot.epoch.load(Ordering::Relaxed);
+        // An even epoch here is an unbalanced exit (hooks installed while a
+        // poll was running): nothing to close.
+        if e % 2 == 1 {
+            slot.epoch.store(e.wrapping_add(1), Ordering::Release);
+        }
     }
 
     /// Called when the thread's slot is released, so a later probe on this thread
@@ -142,7 +177,7 @@ mod imp {
     /// thread may own by then.
     pub(crate) fn forget_current_slot() {
         let _ = SLOT.try_with(|s| s.set(None));
-        let _ = DEPTH.try_with(|d| d.set(0));
+        let _ = HOOKS_NESTED.try_with(|d| d.set(0));
         let _ = GAVE_UP.try_with(|g| g.set(true));
     }
 
@@ -163,15 +198,23 @@ mod imp {
 /// Elsewhere the probes do nothing, at no cost.
 #[cfg(not(pollwatch_supported))]
 mod imp {
-    use super::{Entered, Label};
+    use super::Label;
+
+    /// Nothing to undo.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct Entered;
 
     #[inline(always)]
     pub(crate) fn enter(_label: Label) -> Entered {
-        Entered { restore: None }
+        Entered
     }
 
     #[inline(always)]
     pub(crate) fn exit(_entered: Entered) {}
+
+    #[allow(dead_code)]
+    #[inline(always)]
+    pub(crate) fn enter_hook(_label: Label) {}
 
     #[allow(dead_code)]
     #[inline(always)]
@@ -185,7 +228,9 @@ mod imp {
 #[cfg(pollwatch_supported)]
 pub(crate) use imp::forget_current_slot;
 #[cfg_attr(not(tokio_unstable), allow(unused_imports))]
-pub(crate) use imp::{deregister_thread, enter, exit, exit_hook, register_thread};
+pub(crate) use imp::{
+    deregister_thread, enter, enter_hook, exit, exit_hook, register_thread, Entered,
+};
 
 /// Marks the calling thread as inside a poll until the guard is dropped: the
 /// probe for custom executors.

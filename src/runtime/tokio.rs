@@ -57,7 +57,7 @@ fn hook(
     #[cfg(tokio_unstable)]
     builder
         .on_before_task_poll(|meta| {
-            probe::enter(probe::Label {
+            probe::enter_hook(probe::Label {
                 task_id: task_id(meta.id()),
                 location: Some(meta.spawned_at()),
             });
