@@ -67,6 +67,9 @@ pub(crate) enum Event {
     Ended {
         id: u64,
         duration: Duration,
+        /// How far `duration` may be from the truth, from the watchdog's own
+        /// tick timing (large only when the watchdog itself was starved).
+        uncertainty: Duration,
         missed: u32,
         reason: EndReason,
     },

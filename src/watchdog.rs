@@ -142,6 +142,9 @@ impl Proc {
 struct Live {
     id: u64,
     start: Instant,
+    /// How far `start` may be from the truth: half the gap between the tick
+    /// that did not see the poll and the one that did.
+    start_uncertainty: Duration,
     last_sample: Instant,
     next_sample: Instant,
     interval: Duration,
@@ -175,15 +178,18 @@ struct Track {
 }
 
 impl Track {
-    fn new(slot: &'static Slot, now: Instant) -> Self {
+    /// `last_tick`: the watchdog's previous tick. The thread registered after
+    /// it (or the slot would have been tracked then), so a poll it is already
+    /// in began after it too.
+    fn new(slot: &'static Slot, now: Instant, last_tick: Instant) -> Self {
         Track {
             slot,
             generation: slot.generation.load(Ordering::Acquire),
             tid: slot.tid.load(Ordering::Acquire),
             epoch: slot.epoch.load(Ordering::Acquire),
             first_seen: now,
-            seen_after: now,
-            prev_tick: now,
+            seen_after: last_tick,
+            prev_tick: last_tick,
             base: None,
             descheduled: false,
             proc: None,
@@ -212,6 +218,7 @@ pub(crate) struct Watchdog {
     tracks: Vec<Track>,
     version: u64,
     snapshot: Vec<&'static Slot>,
+    last_tick: Instant,
 }
 
 impl Watchdog {
@@ -225,6 +232,7 @@ impl Watchdog {
             tracks: Vec::new(),
             version: u64::MAX,
             snapshot: Vec::new(),
+            last_tick: Instant::now(),
         }
     }
 
@@ -258,7 +266,7 @@ impl Watchdog {
         registry::snapshot(&mut self.snapshot);
         for (i, slot) in self.snapshot.iter().enumerate() {
             if self.tracks.get(i).is_none() {
-                self.tracks.push(Track::new(slot, now));
+                self.tracks.push(Track::new(slot, now, self.last_tick));
             }
         }
     }
@@ -274,6 +282,7 @@ impl Watchdog {
         for t in &mut self.tracks {
             t.prev_tick = now;
         }
+        self.last_tick = now;
         wake.max(now + Duration::from_micros(100))
     }
 
@@ -292,7 +301,7 @@ impl Watchdog {
             };
             self.end_episode(i, now, reason);
             let t = &mut self.tracks[i];
-            *t = Track::new(t.slot, now);
+            *t = Track::new(t.slot, now, t.prev_tick);
             return None;
         }
         if t.tid == 0 {
@@ -340,11 +349,10 @@ impl Watchdog {
             ),
             (None, Some(s)) => {
                 // No baseline for this poll (the thread was already inside it
-                // when the watchdog first saw the slot): start measuring now
-                // rather than assume the whole time was the thread's own.
+                // when the watchdog first saw the slot): measure its own time
+                // from now on rather than assume all of it was its own.
                 t.base = Some(s);
-                t.first_seen = now;
-                return Some(now + threshold);
+                return Some(now + threshold / 4);
             }
             // The thread's clocks cannot be read (it is exiting): wait for
             // its slot to be released.
@@ -393,6 +401,7 @@ impl Watchdog {
         t.live = Some(Live {
             id,
             start,
+            start_uncertainty: t.first_seen.saturating_duration_since(t.seen_after) / 2,
             last_sample: start,
             next_sample: now,
             interval: self.settings.interval,
@@ -557,6 +566,7 @@ impl Watchdog {
         let _ = self.tx.send(Event::Ended {
             id: live.id,
             duration: end.saturating_duration_since(live.start),
+            uncertainty: live.start_uncertainty + now.saturating_duration_since(prev) / 2,
             missed: live.missed,
             reason,
         });

@@ -15,11 +15,11 @@ use support::*;
 /// then checks both episodes.
 fn check_sleep_and_cpu(report: &pollwatch::Report, sleep: Duration, spin: Duration, file: &str) {
     let s = episode_in(report, "blocking_sleep");
-    assert_close(s.duration(), sleep, "sleep episode");
+    assert_close(s, sleep, "sleep episode");
     assert!(s.off_cpu() > s.on_cpu(), "{s:?}");
     assert!(s.spawned_at().unwrap().contains(file), "{s:?}");
     let c = episode_in(report, "cpu_spin");
-    assert_close(c.duration(), spin, "cpu episode");
+    assert_close(c, spin, "cpu episode");
     assert!(c.on_cpu() > Duration::ZERO, "{c:?}");
 }
 
@@ -139,7 +139,7 @@ fn futures_block_on_inside_a_task_is_blocking_and_shows_the_inner_future() {
         "{report}"
     );
     assert!(ep.blocked_in("blocking_sleep"), "{report}");
-    assert_close(ep.duration(), truth, "nested block_on episode");
+    assert_close(ep, truth, "nested block_on episode");
 }
 
 #[test]

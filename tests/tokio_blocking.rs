@@ -100,7 +100,7 @@ fn thread_sleep_is_caught_off_cpu() {
     let _s = serial();
     let (report, truth) = caught("sleep", || blocking_sleep(Duration::from_millis(200)));
     let ep = episode_in(&report, "blocking_sleep");
-    assert_close(ep.duration(), truth, "sleep episode");
+    assert_close(ep, truth, "sleep episode");
     assert!(
         ep.blocked_in("std::thread"),
         "std's sleep is in the stack:\n{report}"
@@ -125,7 +125,7 @@ fn cpu_loop_is_caught_on_cpu() {
     let _s = serial();
     let (report, truth) = caught("cpu", || cpu_spin(Duration::from_millis(300)));
     let ep = episode_in(&report, "cpu_spin");
-    assert_close(ep.duration(), truth, "cpu episode");
+    assert_close(ep, truth, "cpu episode");
     assert!(
         ep.on_cpu() > Duration::ZERO,
         "a CPU loop runs on the CPU: {ep:?}"
@@ -145,7 +145,7 @@ fn sync_file_io_is_caught() {
     });
     let _ = std::fs::remove_file(&path);
     let ep = episode_in(&report, "sync_file_reads");
-    assert_close(ep.duration(), truth, "fs episode");
+    assert_close(ep, truth, "fs episode");
     assert!(ep.blocked_in("std::fs::read"), "{report}");
     check_artifacts(&report, "sync_file_reads");
 }
@@ -171,7 +171,7 @@ fn contended_std_mutex_is_caught_in_the_lock() {
         "the lock was contended ({truth:?})"
     );
     let ep = episode_in(&report, "wait_for_shared_lock");
-    assert_close(ep.duration(), truth, "mutex episode");
+    assert_close(ep, truth, "mutex episode");
     assert!(ep.off_cpu() > ep.on_cpu(), "a lock wait is off-CPU: {ep:?}");
     let folded = artifact(&report, "stacks.folded");
     assert!(
@@ -195,7 +195,7 @@ fn stack_weights_add_up_to_the_episode() {
         "both halves were sampled:\n{report}"
     );
     assert!(ep.samples() >= 2, "{ep:?}");
-    assert_close(ep.duration(), truth, "two-part episode");
+    assert_close(ep, truth, "two-part episode");
     let weights: Duration = ep.stacks().iter().map(|s| s.weight).sum();
     assert!(
         ep.duration().abs_diff(weights) <= INTERVAL * 2,

@@ -216,6 +216,8 @@ pub(crate) fn episode_json(ep: &Episode) -> Value {
         "spawned_at": ep.spawned_at,
         "start_unix_ms": start_ms,
         "duration_ms": ep.duration.as_secs_f64() * 1000.0,
+        "duration_uncertainty_ms": ep.uncertainty.as_secs_f64() * 1000.0,
+        "detected_after_ms": ep.detected_after.as_secs_f64() * 1000.0,
         "samples": ep.samples,
         "missed_samples": ep.missed,
         "on_cpu_ms": ep.on_cpu.as_secs_f64() * 1000.0,

@@ -121,7 +121,8 @@ pub struct Stack {
     pub weight: Duration,
     /// What the thread was doing there.
     pub state: ThreadState,
-    /// Raw addresses as captured (before symbolization and trimming).
+    /// Raw addresses, innermost first, after leaf repair and before
+    /// symbolization and trimming (the interrupted pc, then return addresses).
     pub raw: Vec<u64>,
 }
 
@@ -138,6 +139,7 @@ pub struct Episode {
     pub(crate) start: SystemTime,
     pub(crate) detected_after: Duration,
     pub(crate) duration: Duration,
+    pub(crate) uncertainty: Duration,
     pub(crate) samples: u32,
     pub(crate) missed: u32,
     pub(crate) on_cpu: Duration,
@@ -150,6 +152,13 @@ impl Episode {
     /// How long the poll held the thread (within a tick of the watchdog).
     pub fn duration(&self) -> Duration {
         self.duration
+    }
+
+    /// How far [`duration`](Episode::duration) may be from the truth: half a
+    /// watchdog tick at each end, normally a few milliseconds; more only if the
+    /// watchdog thread itself was kept from running (an overloaded machine).
+    pub fn duration_uncertainty(&self) -> Duration {
+        self.uncertainty
     }
 
     /// Name of the thread it happened on (`tokio-runtime-worker`).
@@ -432,6 +441,7 @@ mod tests {
             start: SystemTime::UNIX_EPOCH,
             detected_after: Duration::ZERO,
             duration: Duration::ZERO,
+            uncertainty: Duration::ZERO,
             samples: 0,
             missed: 0,
             on_cpu: Duration::ZERO,

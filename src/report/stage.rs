@@ -182,9 +182,10 @@ impl Stage {
             Event::Ended {
                 id,
                 duration,
+                uncertainty,
                 missed,
                 reason,
-            } => self.ended(id, duration, missed, reason),
+            } => self.ended(id, duration, uncertainty, missed, reason),
             Event::Finished(stats) => self.watchdog = stats,
         }
     }
@@ -265,7 +266,14 @@ impl Stage {
         self.live(&line);
     }
 
-    fn ended(&mut self, id: u64, duration: Duration, missed: u32, reason: EndReason) {
+    fn ended(
+        &mut self,
+        id: u64,
+        duration: Duration,
+        uncertainty: Duration,
+        missed: u32,
+        reason: EndReason,
+    ) {
         let Some(o) = self.open.remove(&id) else {
             return;
         };
@@ -295,6 +303,7 @@ impl Stage {
             start: s.start,
             detected_after: s.stuck_for,
             duration,
+            uncertainty,
             samples: o.samples,
             missed,
             on_cpu: Duration::from_micros(o.on_cpu_us),
@@ -402,7 +411,7 @@ impl Stage {
         // so this only happens if it died).
         let open: Vec<u64> = self.open.keys().copied().collect();
         for id in open {
-            self.ended(id, Duration::ZERO, 0, EndReason::Stopped);
+            self.ended(id, Duration::ZERO, Duration::ZERO, 0, EndReason::Stopped);
         }
         self.flush();
         if self.cfg.live || self.report.total_episodes > 0 {
