@@ -463,6 +463,7 @@ impl Watchdog {
         let t = &mut self.tracks[i];
         let stack = t.slot.info().stack;
         let tid = t.tid;
+        let (slot, epoch) = (t.slot, t.epoch);
         let proc = t.proc.get_or_insert_with(|| Proc::open(tid));
         let sched = proc.sched();
         let mut line = [0u8; 192];
@@ -499,6 +500,11 @@ impl Watchdog {
                 Some(stack) => {
                     let sent = Instant::now();
                     match sampler::capture(Target { tid, stack }, signal, SAMPLE_DEADLINE) {
+                        // The poll may have ended between our look at the
+                        // epoch and the signal (a watchdog kept off the CPU
+                        // widens that gap): then the stack belongs to a later
+                        // poll, and is dropped.
+                        Ok(_) if slot.epoch.load(Ordering::Acquire) != epoch => None,
                         Ok(s) => {
                             self.stats.capture_latency.record(sent.elapsed());
                             Some(Box::new(s))

@@ -1,20 +1,29 @@
 //! The live report: while a worker is still stuck, pollwatch prints a line
 //! naming the thread, the spawn site and the top user frame; it re-reports at
 //! 2× and 4× the threshold, and once more at the end. Checked on a child
-//! process's real stderr, with arrival times.
+//! process's real stderr, without timing assumptions: the child's worker
+//! blocks reading its stdin, and the parent only writes to it once it has
+//! read those lines, so they were provably printed while the worker was stuck.
 
 mod support;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use support::*;
 
 const CHILD: &str = "POLLWATCH_TEST_LIVE_CHILD";
-const STUCK: Duration = Duration::from_millis(1500);
 
-/// Runs in the child process only: blocks one worker for `STUCK`.
+/// Blocks the calling worker until the parent process writes a line.
+#[inline(never)]
+fn wait_for_parent() {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+}
+
+/// Runs in the child process only.
 #[test]
 fn child_process_for_live_lines() {
     if std::env::var_os(CHILD).is_none() {
@@ -25,7 +34,7 @@ fn child_process_for_live_lines() {
     rt.block_on(async {
         tokio::spawn(pollwatch::watch(async {
             tokio::task::yield_now().await;
-            blocking_sleep(STUCK)
+            wait_for_parent()
         }))
         .await
         .unwrap()
@@ -36,7 +45,6 @@ fn child_process_for_live_lines() {
 
 #[test]
 fn the_episode_is_reported_while_the_worker_is_still_stuck() {
-    let started = Instant::now();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -45,53 +53,77 @@ fn the_episode_is_reported_while_the_worker_is_still_stuck() {
             "--test-threads=1",
         ])
         .env(CHILD, "1")
+        .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = Vec::new();
-    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-        let line = line.unwrap();
-        if line.starts_with("pollwatch:") {
-            lines.push((started.elapsed(), line));
+    let mut stdin = child.stdin.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.starts_with("pollwatch:") && tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Wait (bounded, so a broken build fails instead of hanging) for the first
+    // line and both re-reports while the worker is still blocked.
+    let mut while_stuck = Vec::new();
+    let wait = Duration::from_secs(120);
+    while !(while_stuck
+        .iter()
+        .any(|l: &String| l.contains("in one poll"))
+        && while_stuck
+            .iter()
+            .filter(|l| l.contains("still blocked"))
+            .count()
+            >= 2)
+    {
+        match rx.recv_timeout(wait) {
+            Ok(line) => while_stuck.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no live lines while the worker was stuck: {while_stuck:#?}");
+            }
         }
     }
+    stdin.write_all(b"go\n").unwrap();
+    let after: Vec<String> = rx.iter().collect();
     assert!(child.wait().unwrap().success());
-    let find = |needle: &str| {
-        lines
-            .iter()
-            .find(|(_, l)| l.contains(needle))
-            .unwrap_or_else(|| panic!("no line with {needle:?} in {lines:#?}"))
-    };
-    let (first_at, first) = find("in one poll");
-    let (end_at, end) = find("ended after");
+
+    let first = while_stuck
+        .iter()
+        .find(|l| l.contains("in one poll"))
+        .unwrap();
     assert!(
-        first.contains("blocking_sleep"),
+        first.contains("wait_for_parent"),
         "names the top user frame: {first}"
     );
     assert!(first.contains("live.rs"), "names the spawn site: {first}");
     assert!(first.contains("tokio"), "names the thread: {first}");
+    assert!(first.contains("[off-cpu: read]"), "{first}");
     assert!(
-        first.contains("[off-cpu: clock_nanosleep]") || first.contains("[off-cpu: nanosleep]"),
-        "{first}"
+        !while_stuck.iter().any(|l| l.contains("ended after")),
+        "{while_stuck:#?}"
     );
-    assert!(end.contains("blocking_sleep"), "{end}");
-    // The first line came while the worker was stuck: at least most of the
-    // stuck time before the end line (generous margin for a loaded machine).
-    assert!(
-        *end_at > *first_at + STUCK / 2,
-        "first line at {first_at:?}, end line at {end_at:?}: {lines:#?}"
-    );
-    let progress = lines
+    let end = after
         .iter()
-        .filter(|(_, l)| l.contains("still blocked"))
+        .find(|l| l.contains("ended after"))
+        .expect("an end line");
+    assert!(end.contains("wait_for_parent"), "{end}");
+    let progress = while_stuck
+        .iter()
+        .chain(&after)
+        .filter(|l| l.contains("still blocked"))
         .count();
     assert_eq!(
         progress, 2,
-        "re-reported at 2× and 4× the threshold only: {lines:#?}"
+        "re-reported at 2× and 4× the threshold only: {while_stuck:#?} {after:#?}"
     );
     assert!(
-        lines.last().unwrap().1.contains("1 blocking episode"),
-        "{lines:#?}"
+        after.last().unwrap().contains("1 blocking episode"),
+        "{after:#?}"
     );
 }

@@ -61,17 +61,31 @@ pub fn blocking_sleep(d: Duration) -> Duration {
     t.elapsed()
 }
 
+/// Spins until this thread has used `cpu` of CPU time (a fixed amount of
+/// work, however loaded the machine) and returns the wall time it took.
 #[inline(never)]
-pub fn cpu_spin(d: Duration) -> Duration {
+pub fn cpu_spin(cpu: Duration) -> Duration {
     let t = Instant::now();
+    let start = thread_cpu_time();
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    while t.elapsed() < d {
+    while thread_cpu_time() - start < cpu {
         for _ in 0..1000 {
             x = std::hint::black_box(x.rotate_left(5) ^ 0x51_7cc1_b727_220a);
         }
     }
     std::hint::black_box(x);
     t.elapsed()
+}
+
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_THREAD_CPUTIME_ID always exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0);
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 #[inline(never)]
