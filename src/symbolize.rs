@@ -86,16 +86,6 @@ impl Symbolizer {
         }
     }
 
-    /// Loads the main program's debug info now, so the first episode is
-    /// reported without that delay.
-    pub(crate) fn warm_up(&mut self) {
-        if let Some(i) = self.modules.iter().position(|m| m.is_main) {
-            if let Some(Some(l)) = Some(self.loader(i)) {
-                let _ = l.find_frames(0);
-            }
-        }
-    }
-
     fn module_of(&self, addr: u64) -> Option<usize> {
         self.modules
             .iter()

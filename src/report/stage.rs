@@ -100,9 +100,9 @@ pub(crate) struct Stage {
 impl Stage {
     pub(crate) fn new(cfg: StageConfig, writer: Option<Writer>) -> Self {
         let began = Instant::now();
-        let mut sym = Symbolizer::new();
-        sym.warm_up();
-        // Loading debug info is the bulk of symbolizing a first stack: count it.
+        // Debug info is loaded at the first stack, not here: a run that never
+        // blocks never pays its memory (tens of MiB for a large binary).
+        let sym = Symbolizer::new();
         let symbolize_time = began.elapsed();
         let report = Report {
             threshold: cfg.threshold,
