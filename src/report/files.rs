@@ -156,22 +156,18 @@ fn flamegraph(report: &Report, folded: &BTreeMap<String, u64>) -> Vec<u8> {
     let mut out = Vec::new();
     match inferno::flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), &mut out) {
         Ok(()) => out,
-        Err(e) => empty_svg_with(report, &format!("flamegraph rendering failed: {e}")).into_bytes(),
+        Err(e) => empty_svg_with(&format!("flamegraph rendering failed: {e}")).into_bytes(),
     }
 }
 
 fn empty_svg(report: &Report) -> String {
-    empty_svg_with(
-        report,
-        &format!(
-            "No blocking found: no poll took longer than {} ms.",
-            ms(report.threshold)
-        ),
-    )
+    empty_svg_with(&format!(
+        "No blocking found: no poll took longer than {} ms.",
+        ms(report.threshold)
+    ))
 }
 
-fn empty_svg_with(report: &Report, message: &str) -> String {
-    let _ = report;
+fn empty_svg_with(message: &str) -> String {
     let esc = message
         .replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -284,12 +280,9 @@ pub(crate) fn summary_text(r: &Report) -> String {
     if !worst.is_empty() {
         let _ = writeln!(s, "\nlongest episodes:");
         for ep in worst {
-            let task = match (&ep.spawned_at, ep.task_id) {
-                (Some(at), Some(id)) => format!(" task {id} spawned at {at}"),
-                (Some(at), None) => format!(" future watched at {at}"),
-                (None, Some(id)) => format!(" task {id}"),
-                (None, None) => String::new(),
-            };
+            let task = super::describe_task(ep.task_id, ep.spawned_at.as_deref())
+                .map(|t| format!(" {t}"))
+                .unwrap_or_default();
             let _ = writeln!(
                 s,
                 "  {:>8.1} ms  {} (tid {}){task}: on-cpu {:.1} ms, off-cpu {:.1} ms",

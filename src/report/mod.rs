@@ -406,6 +406,20 @@ impl fmt::Display for Report {
     }
 }
 
+/// Who was being polled, in words: `task 7 spawned at src/main.rs:10:5`, or
+/// `the future watched at ...` for a `watch` site without a tokio task.
+pub(crate) fn describe_task(
+    task_id: Option<u64>,
+    spawned_at: Option<impl fmt::Display>,
+) -> Option<String> {
+    match (task_id, spawned_at) {
+        (Some(id), Some(at)) => Some(format!("task {id} spawned at {at}")),
+        (None, Some(at)) => Some(format!("the future watched at {at}")),
+        (Some(id), None) => Some(format!("task {id}")),
+        (None, None) => None,
+    }
+}
+
 /// Creates the run's output directory and opens its event log.
 #[cfg(pollwatch_supported)]
 pub(crate) fn files_writer(base: &Path) -> crate::Result<files::Writer> {

@@ -245,10 +245,9 @@ impl Stage {
             return;
         }
         o.announced = true;
-        if let Some(why) = view::excuse(&o.stacks[idx].frames) {
+        if view::excuse(&o.stacks[idx].frames).is_some() {
             o.excused = true;
             o.started.excused.store(true, Ordering::Relaxed);
-            let _ = why;
             return;
         }
         let trimmed = view::trim(&o.stacks[idx].frames);
@@ -439,11 +438,9 @@ fn who(s: &Started) -> String {
 }
 
 fn task_suffix(s: &Started) -> String {
-    match (s.task_id, s.spawned_at) {
-        (Some(id), Some(loc)) => format!(" of task {id} spawned at {loc}"),
-        (None, Some(loc)) => format!(" of the future watched at {loc}"),
-        (Some(id), None) => format!(" of task {id}"),
-        (None, None) => String::new(),
+    match super::describe_task(s.task_id, s.spawned_at) {
+        Some(task) => format!(" of {task}"),
+        None => String::new(),
     }
 }
 
