@@ -52,8 +52,10 @@ mod imp {
     pub(crate) enum Entered {
         /// Not watched (disabled, registry full).
         Unwatched,
-        /// The outermost poll on this thread: its exit ends the poll.
-        Outer(&'static Slot),
+        /// The outermost poll on this thread, with the (odd) epoch it set:
+        /// its exit ends the poll by storing the next one, without reading
+        /// the epoch back (that load would wait on the store just made).
+        Outer(&'static Slot, u64),
         /// A poll inside another: its exit restores the outer label.
         Nested(&'static Slot, Label),
     }
@@ -79,8 +81,9 @@ mod imp {
             slot.location.store(label.location, Ordering::Relaxed);
             // Release: the label stores above are visible to a watchdog that
             // sees this epoch.
-            slot.epoch.store(e.wrapping_add(1), Ordering::Release);
-            Entered::Outer(slot)
+            let e = e.wrapping_add(1);
+            slot.epoch.store(e, Ordering::Release);
+            Entered::Outer(slot, e)
         } else {
             Entered::Nested(slot, relabel(slot, label))
         }
@@ -130,10 +133,9 @@ mod imp {
     #[inline]
     pub(crate) fn exit(entered: Entered) {
         match entered {
-            Entered::Outer(slot) => {
-                let e = slot.epoch.load(Ordering::Relaxed);
-                slot.epoch.store(e.wrapping_add(1), Ordering::Release);
-            }
+            // Only this thread writes the epoch, and nested polls leave it
+            // alone, so it still holds `e`.
+            Entered::Outer(slot, e) => slot.epoch.store(e.wrapping_add(1), Ordering::Release),
             Entered::Nested(slot, outer) => {
                 slot.task_id.store(outer.task_id, Ordering::Relaxed);
                 slot.location.store(outer.location, Ordering::Relaxed);
