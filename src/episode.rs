@@ -73,6 +73,11 @@ pub(crate) enum Event {
         missed: u32,
         reason: EndReason,
     },
+    /// Not an episode after all: no sample could be taken because the thread
+    /// got no CPU to answer on. Forget it; the watchdog counts it.
+    Withdrawn {
+        id: u64,
+    },
     /// The watchdog stopped; its counters.
     Finished(WatchdogStats),
 }
@@ -80,7 +85,8 @@ pub(crate) enum Event {
 /// Counters the watchdog keeps about what it saw but did not report.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct WatchdogStats {
-    /// Polls that crossed the threshold only because the thread waited for a CPU.
+    /// Polls that crossed the threshold only because the thread waited for a
+    /// CPU, or withdrawn because it never got one to answer a sample on.
     pub(crate) descheduled: u64,
     /// Signals that got no answer before the deadline.
     pub(crate) missed: u64,

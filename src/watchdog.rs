@@ -136,6 +136,19 @@ impl Proc {
     fn syscall(&self, buf: &mut [u8; 192]) -> Option<usize> {
         self.syscall.as_ref()?.read_at(buf, 0).ok()
     }
+
+    /// Whether the thread blocks signal `sig` (`SigBlk` in `status`). Read
+    /// only after a sample went unanswered, so the file is not kept open.
+    fn blocks(&self, sig: i32) -> Option<bool> {
+        let status =
+            std::fs::read_to_string(format!("/proc/self/task/{}/status", self.tid)).ok()?;
+        let hex = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigBlk:"))?
+            .trim();
+        let mask = u64::from_str_radix(hex, 16).ok()?;
+        Some(sig > 0 && mask & (1u64 << ((sig - 1) % 64)) != 0)
+    }
 }
 
 /// A running episode.
@@ -150,6 +163,14 @@ struct Live {
     interval: Duration,
     missed: u32,
     samples: u32,
+    /// Samples that show the thread really was where it seemed: a signal
+    /// answered, or a syscall it was parked in.
+    answered: u32,
+    /// Unanswered signals that the thread could have taken (not blocked, not
+    /// in uninterruptible sleep): it got no CPU to run the handler on in
+    /// time, waiting for one or (in a virtual machine) on a virtual CPU the
+    /// hypervisor had stopped, which the guest still counts as running.
+    starved: u32,
     last_sched: Option<Sched>,
     /// The syscall line of the last signalled sample, when it was off-CPU.
     parked_at: Option<([u8; 192], usize)>,
@@ -407,6 +428,8 @@ impl Watchdog {
             interval: self.settings.interval,
             missed: 0,
             samples: 0,
+            answered: 0,
+            starved: 0,
             last_sched: t.base,
             parked_at: None,
             last_tag: Tag::OnCpu,
@@ -494,6 +517,7 @@ impl Watchdog {
             && matches!((&live.parked_at, line_len), (Some((l, n)), Some(m)) if *n == m && l[..*n] == line[..m]);
         let mut missed = false;
         let raw = if parked {
+            live.answered += 1;
             None
         } else {
             match stack {
@@ -507,11 +531,21 @@ impl Watchdog {
                         Ok(_) if slot.epoch.load(Ordering::Acquire) != epoch => None,
                         Ok(s) => {
                             self.stats.capture_latency.record(sent.elapsed());
+                            live.answered += 1;
                             Some(Box::new(s))
                         }
-                        Err(Missed::ThreadGone)
-                        | Err(Missed::Timeout)
-                        | Err(Missed::SendFailed) => {
+                        Err(why) => {
+                            // Runnable, or asleep again after answering too
+                            // late (a signal wakes an interruptible sleep at
+                            // once): it could take the signal, only not in
+                            // time. Uninterruptible sleep (`D`) or a blocked
+                            // signal are real reasons, not starvation.
+                            if why == Missed::Timeout
+                                && matches!(proc.state(), Some(b'R' | b'S'))
+                                && proc.blocks(signal) == Some(false)
+                            {
+                                live.starved += 1;
+                            }
                             live.missed += 1;
                             self.stats.missed += 1;
                             missed = true;
@@ -557,6 +591,13 @@ impl Watchdog {
         let Some(live) = self.tracks[i].live.take() else {
             return;
         };
+        if live.answered == 0 && live.starved > 0 && live.starved == live.missed {
+            // Not one sample, for want of a CPU: nothing shows that the
+            // program blocked, and a loaded machine explains the time.
+            self.stats.descheduled += 1;
+            let _ = self.tx.send(Event::Withdrawn { id: live.id });
+            return;
+        }
         // The poll ended somewhere between the previous tick and now.
         let prev = self.tracks[i].prev_tick.max(live.last_sample);
         let end = prev + now.saturating_duration_since(prev) / 2;

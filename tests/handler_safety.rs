@@ -125,6 +125,29 @@ fn a_thread_with_the_signal_blocked_only_misses_samples() {
     assert!(report.counters().missed_samples >= 1, "{report}");
 }
 
+#[test]
+fn a_cpu_loop_with_the_signal_blocked_is_still_reported() {
+    // A thread that runs user code but never answers could also be one whose
+    // virtual CPU the hypervisor stopped; pollwatch withdraws those episodes.
+    // This one does not answer because it blocks the signal, which /proc
+    // shows: it must still be reported.
+    let _s = serial();
+    let guard = config("blocked_signal_cpu").start().unwrap();
+    let t = std::thread::spawn(|| {
+        block_all_signals();
+        let _poll = pollwatch::enter_poll();
+        cpu_spin(Duration::from_millis(150));
+    });
+    t.join().unwrap();
+    let report = guard.finish().unwrap();
+    let ep = report
+        .episodes()
+        .first()
+        .unwrap_or_else(|| panic!("CPU loop with blocked signals not reported:\n{report}"));
+    assert!(ep.duration() >= Duration::from_millis(100), "{report}");
+    assert!(report.counters().missed_samples >= 1, "{report}");
+}
+
 fn block_all_signals() {
     // SAFETY: a zeroed sigset_t is valid input to sigfillset, and
     // pthread_sigmask only changes the calling thread's mask.

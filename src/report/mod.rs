@@ -271,7 +271,9 @@ impl Episode {
 pub struct Counters {
     /// Long polls inside `block_in_place` or on the blocking pool, where blocking belongs.
     pub excused: u64,
-    /// Polls that looked long only because the thread waited for a CPU.
+    /// Polls that looked long only because the thread waited for a CPU, or
+    /// that never answered a sample because it had no CPU to run on (in a
+    /// virtual machine, a stopped virtual CPU also looks like running time).
     pub descheduled: u64,
     /// Sample signals that got no answer in time (thread exiting, signal blocked).
     pub missed_samples: u64,

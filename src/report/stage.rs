@@ -169,7 +169,9 @@ impl Stage {
             } => self.sample(id, raw, weight_us, tag),
             Event::Progress { id, elapsed } => {
                 if let Some(o) = self.open.get(&id) {
-                    if !o.excused {
+                    // Only after the first line about this episode: an
+                    // episode with no stack yet may still be withdrawn.
+                    if o.announced && !o.excused {
                         let line = format!(
                             "pollwatch: {} still blocked after {} ms (episode {id})",
                             who(&o.started),
@@ -186,6 +188,9 @@ impl Stage {
                 missed,
                 reason,
             } => self.ended(id, duration, uncertainty, missed, reason),
+            Event::Withdrawn { id } => {
+                self.open.remove(&id);
+            }
             Event::Finished(stats) => self.watchdog = stats,
         }
     }
