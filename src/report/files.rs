@@ -308,6 +308,10 @@ pub(crate) fn summary_text(r: &Report) -> String {
             "long polls not reported: the thread was waiting for a CPU",
         ),
         (
+            c.runtime_lock_waits,
+            "long polls not reported: waiting on the runtime's own lock (a loaded machine)",
+        ),
+        (
             c.missed_samples,
             "samples missed (thread exited or did not answer in time)",
         ),

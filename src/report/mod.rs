@@ -275,6 +275,11 @@ pub struct Counters {
     /// that never answered a sample because it had no CPU to run on (in a
     /// virtual machine, a stopped virtual CPU also looks like running time).
     pub descheduled: u64,
+    /// Polls that were long only while waiting for a lock inside the async
+    /// runtime itself (tokio's timer or channel locks, say): such a lock is
+    /// held for nanoseconds, so the wait means its holder was descheduled on
+    /// a machine short of CPU. Not reported.
+    pub runtime_lock_waits: u64,
     /// Sample signals that got no answer in time (thread exiting, signal blocked).
     pub missed_samples: u64,
     /// Samples dropped because the report stage fell behind.

@@ -93,6 +93,8 @@ pub(crate) struct Stage {
     last_flush: Instant,
     dirty: bool,
     errors: Vec<crate::Error>,
+    /// Episodes not reported: long only while waiting on the runtime's own locks.
+    runtime_lock_waits: u64,
     symbolize_time: Duration,
     write_time: Duration,
 }
@@ -127,6 +129,7 @@ impl Stage {
             last_flush: Instant::now(),
             dirty: false,
             errors: Vec::new(),
+            runtime_lock_waits: 0,
             symbolize_time,
             write_time: Duration::ZERO,
         }
@@ -246,7 +249,13 @@ impl Stage {
         self.symbolize_time += began.elapsed();
         o.stacks[idx].weight_us += weight_us;
         o.last = Some(idx);
-        if o.announced || o.excused || o.stacks[idx].raw.is_empty() {
+        // A wait on the runtime's own lock is announced only if the episode
+        // turns out to be more than that (it usually ends as not reported).
+        if o.announced
+            || o.excused
+            || o.stacks[idx].raw.is_empty()
+            || view::runtime_lock_wait(&o.stacks[idx].frames)
+        {
             return;
         }
         o.announced = true;
@@ -283,6 +292,19 @@ impl Stage {
         };
         if o.excused {
             self.report.counters.excused += 1;
+            return;
+        }
+        // Time seen waiting on the runtime's own lock, against time seen
+        // anywhere else (unanswered samples show nothing either way).
+        let (mut lock_wait_us, mut elsewhere_us) = (0, 0);
+        for a in o.stacks.iter().filter(|a| !a.raw.is_empty()) {
+            match view::runtime_lock_wait(&a.frames) {
+                true => lock_wait_us += a.weight_us,
+                false => elsewhere_us += a.weight_us,
+            }
+        }
+        if lock_wait_us > 0 && Duration::from_micros(elsewhere_us) < self.cfg.threshold {
+            self.runtime_lock_waits += 1;
             return;
         }
         let mut stacks: Vec<Stack> = o
@@ -379,6 +401,7 @@ impl Stage {
     fn counters(&mut self) {
         let c = &mut self.report.counters;
         c.descheduled = self.watchdog.descheduled;
+        c.runtime_lock_waits = self.runtime_lock_waits;
         c.missed_samples = self.watchdog.missed;
         c.dropped_samples = self.watchdog.dropped;
         c.suppressed_lines = self.limit.suppressed;

@@ -79,6 +79,69 @@ pub(crate) fn excuse(frames: &[Frame]) -> Option<&'static str> {
     None
 }
 
+/// Mutex and rwlock machinery, from the futex call out to the `lock()` the
+/// caller made. Condition variables are not in it: a wait on one is a wait
+/// for an event (a `block_on`), not for a lock.
+const LOCK_MACHINERY: &[&str] = &[
+    "syscall",
+    "__lll_lock_wait",
+    "pthread_mutex_lock",
+    "___pthread_mutex_lock",
+    "pthread_rwlock_",
+    "parking_lot::raw_mutex::",
+    "parking_lot::raw_rwlock::",
+    "<parking_lot::raw_mutex::",
+    "<parking_lot::raw_rwlock::",
+    "parking_lot_core::",
+    "<parking_lot_core::",
+    "lock_api::",
+    "<lock_api::",
+    "std::sys::pal::unix::futex::",
+    "std::sys::futex::",
+    "std::sys::sync::mutex::",
+    "std::sys::sync::rwlock::",
+    "std::sync::mutex::",
+    "std::sync::rwlock::",
+    "std::sync::poison::mutex::",
+    "std::sync::poison::rwlock::",
+    "tokio::loom::std::",
+    "<tokio::loom::std::",
+];
+
+/// Async runtimes whose internal locks are held for a few instructions at a
+/// time: a poll that waits long on one is waiting for a holder that the OS
+/// descheduled, on a machine short of CPU.
+const RUNTIME_INTERNALS: &[&str] = &[
+    "tokio::",
+    "<tokio::",
+    "async_executor::",
+    "<async_executor::",
+    "async_io::",
+    "<async_io::",
+    "async_task::",
+    "<async_task::",
+    "futures_executor::",
+    "<futures_executor::",
+];
+
+/// Whether a stack (innermost first) waits for a lock that the async runtime
+/// itself took. Such a wait is long only when the lock's holder is kept off
+/// the CPU (a loaded machine), so it is not the program's blocking. A runtime
+/// parking its thread (`block_on`) is a wait for an event and never counts.
+pub(crate) fn runtime_lock_wait(frames: &[Frame]) -> bool {
+    let mut in_lock = false;
+    for f in frames {
+        if matches(f, LOCK_MACHINERY) {
+            in_lock = true;
+            continue;
+        }
+        return in_lock
+            && RUNTIME_INTERNALS.iter().any(|p| f.function.starts_with(p))
+            && !f.function.contains("::park");
+    }
+    false
+}
+
 /// Name prefixes of library code, for frames without a source file.
 const LIBRARY_PREFIXES: &[&str] = &[
     "std::",
@@ -209,5 +272,54 @@ mod tests {
             "workers run on blocking-pool threads"
         );
         assert_eq!(excuse(&worker[2..]), Some("blocking pool"));
+    }
+
+    #[test]
+    fn lock_waits_inside_the_runtime_are_told_apart() {
+        let tokio_timer = [
+            f("syscall"),
+            f("parking_lot_core::thread_parker::imp::ThreadParker::futex_wait"),
+            f("parking_lot_core::parking_lot::park"),
+            f("parking_lot::raw_mutex::RawMutex::lock_slow"),
+            f("<parking_lot::raw_mutex::RawMutex as lock_api::mutex::RawMutex>::lock"),
+            f("lock_api::mutex::Mutex<R,T>::lock"),
+            f("tokio::loom::std::parking_lot::Mutex<T>::lock"),
+            f("tokio::runtime::time::entry::TimerEntry::reset"),
+            f("app::handler::{{closure}}"),
+        ];
+        assert!(runtime_lock_wait(&tokio_timer));
+        // The user's own std::sync::Mutex: the program's blocking.
+        let user_mutex = [
+            f("syscall"),
+            f("std::sys::sync::mutex::futex::Mutex::lock_contended"),
+            f("std::sync::poison::mutex::Mutex<T>::lock"),
+            f("app::update_counter"),
+            f("tokio::runtime::task::harness::poll_future"),
+        ];
+        assert!(!runtime_lock_wait(&user_mutex));
+        // A block_on inside a task parks on a condvar, through tokio's parker
+        // (after re-taking the condvar's mutex): the program's blocking.
+        let nested_block_on = [
+            f("syscall"),
+            f("std::sys::sync::mutex::futex::Mutex::lock_contended"),
+            f("std::sys::sync::condvar::futex::Condvar::wait_optional_timeout"),
+            f("tokio::runtime::park::Inner::park"),
+            f("app::handler::{{closure}}"),
+        ];
+        assert!(!runtime_lock_wait(&nested_block_on));
+        let parker_mutex = [
+            f("syscall"),
+            f("std::sys::sync::mutex::futex::Mutex::lock_contended"),
+            f("tokio::runtime::park::Inner::park"),
+        ];
+        assert!(!runtime_lock_wait(&parker_mutex));
+        // A sleep or a CPU loop is not a lock wait at all.
+        assert!(!runtime_lock_wait(&[
+            f("clock_nanosleep"),
+            f("std::thread::sleep")
+        ]));
+        assert!(!runtime_lock_wait(&[f(
+            "tokio::runtime::time::wheel::Wheel::poll"
+        )]));
     }
 }
