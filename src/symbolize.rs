@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use crate::report::Frame;
 use crate::sampler::RawSample;
+use crate::sys::mapping::FileMapping;
 use crate::sys::modules::{self, Module};
 
 /// An address from a stack, with the rule for looking it up.
@@ -50,6 +51,10 @@ pub(crate) struct Symbolizer {
     modules: Vec<Module>,
     adds: u64,
     loaders: HashMap<usize, Option<addr2line::Loader>>,
+    /// Where each loader mapped its file (`None`: looked, not found).
+    mappings: HashMap<usize, Option<FileMapping>>,
+    /// A loader read its mapping since the pages were last given back.
+    touched: bool,
     cache: HashMap<RawFrame, Arc<[Frame]>>,
     call_targets: HashMap<u64, Option<Call>>,
     mem: Option<File>,
@@ -67,6 +72,8 @@ impl Symbolizer {
             modules,
             adds,
             loaders: HashMap::new(),
+            mappings: HashMap::new(),
+            touched: false,
             cache: HashMap::new(),
             call_targets: HashMap::new(),
             mem: File::open("/proc/self/mem").ok(),
@@ -81,6 +88,7 @@ impl Symbolizer {
             self.modules = m;
             self.adds = a;
             self.loaders.clear();
+            self.mappings.clear();
             self.cache.clear();
             self.call_targets.clear();
         }
@@ -93,6 +101,7 @@ impl Symbolizer {
     }
 
     fn loader(&mut self, i: usize) -> Option<&addr2line::Loader> {
+        self.touched = true;
         let path = &self.modules[i].path;
         self.loaders
             .entry(i)
@@ -155,7 +164,30 @@ impl Symbolizer {
         let i = self.module_of(addr)?;
         let bias = self.modules[i].bias;
         let sym = self.loader(i)?.find_symbol_info(addr.wrapping_sub(bias))?;
-        Some(sym.address().wrapping_add(bias))
+        let (start, name) = (sym.address().wrapping_add(bias), sym.name().as_ptr());
+        self.note_mapping(i, name as u64);
+        Some(start)
+    }
+
+    /// Remembers the file mapping of loader `i`, found from `inside`, an
+    /// address of a name it handed out (names point into its mapping).
+    fn note_mapping(&mut self, i: usize, inside: u64) {
+        self.mappings
+            .entry(i)
+            .or_insert_with(|| FileMapping::containing(inside));
+    }
+
+    /// Gives back the resident pages of the debug info read since the last
+    /// call (the bytes stay in the page cache; a later lookup faults in only
+    /// what it reads). Call when idle: a large binary's debug info is tens of
+    /// MiB, and only a few pages of it are needed again for a new address.
+    pub(crate) fn release_pages(&mut self) {
+        if !std::mem::take(&mut self.touched) {
+            return;
+        }
+        for m in self.mappings.values().flatten() {
+            m.release_pages();
+        }
     }
 
     /// Whether `ra` is a genuine return address of the caller of the frame at
@@ -289,8 +321,12 @@ impl Symbolizer {
             return vec![Frame::unknown(raw.address(), Some(&name))];
         };
         let mut out = Vec::new();
+        let mut inside = None;
         if let Ok(mut iter) = loader.find_frames(probe) {
             while let Ok(Some(f)) = iter.next() {
+                if let Some(n) = &f.function {
+                    inside.get_or_insert(n.name.slice().as_ptr() as u64);
+                }
                 let function = f
                     .function
                     .as_ref()
@@ -341,6 +377,9 @@ impl Symbolizer {
         out.retain(|f| !f.function.is_empty());
         if out.is_empty() {
             out.push(Frame::unknown(raw.address(), Some(&name)));
+        }
+        if let Some(at) = inside {
+            self.note_mapping(i, at);
         }
         out
     }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 use super::files::Writer;
@@ -137,7 +137,20 @@ impl Stage {
 
     /// Runs until the watchdog hangs up, then writes the final artifacts.
     pub(crate) fn run(mut self, rx: Receiver<Event>) -> (Report, Vec<crate::Error>) {
-        while let Ok(ev) = rx.recv() {
+        loop {
+            let ev = match rx.try_recv() {
+                Ok(ev) => ev,
+                Err(TryRecvError::Empty) => {
+                    // Nothing queued: a good time to give back the debug
+                    // info's pages before waiting.
+                    self.sym.release_pages();
+                    match rx.recv() {
+                        Ok(ev) => ev,
+                        Err(_) => break,
+                    }
+                }
+                Err(TryRecvError::Disconnected) => break,
+            };
             self.handle(ev);
             if self.dirty && self.last_flush.elapsed() >= FLUSH_EVERY {
                 self.flush();

@@ -2,12 +2,14 @@
 //!
 //! Everything here is small and documented block by block: the signal handler
 //! and its installation, `tgkill`, `gettid`, futex wait/wake, the stack range of
-//! the current thread, and the loaded-module list. The rest of the crate is safe
+//! the current thread, the loaded-module list, and giving back the pages of
+//! the debug-info mapping. The rest of the crate is safe
 //! code built on these functions, so `grep -rnw unsafe src/` prints only this
 //! folder.
 #![allow(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub(crate) mod mapping;
 pub(crate) mod modules;
 pub(crate) mod signal;
 pub(crate) mod static_ref;
