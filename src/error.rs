@@ -51,6 +51,10 @@ pub enum Error {
     AlreadyRunning,
     /// A pollwatch thread could not be started or stopped cleanly.
     Thread(String),
+    /// pollwatch was started before `fork()`, in the parent of this process.
+    /// Its threads did not survive the fork: in the child the inherited guard
+    /// does nothing (the parent's writes the report), and no new one starts.
+    Forked,
 }
 
 impl fmt::Display for Error {
@@ -79,6 +83,11 @@ impl fmt::Display for Error {
                 "pollwatch: already running in this process; finish the first Guard before starting another"
             ),
             Error::Thread(msg) => write!(f, "pollwatch: {msg}"),
+            Error::Forked => write!(
+                f,
+                "pollwatch: started before fork() in the parent process; a forked child \
+                 can neither use that guard nor start another"
+            ),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Starting and stopping pollwatch: the [`Guard`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 #[cfg(pollwatch_supported)]
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -16,8 +16,10 @@ use crate::{
     watchdog::{Settings, Stop, Watchdog},
 };
 
-/// Only one guard runs at a time: the sampler and the registry are per process.
-static RUNNING: AtomicBool = AtomicBool::new(false);
+/// Only one guard runs at a time: the sampler and the registry are per
+/// process. Holds the pid of the process that started it (0: none), so a
+/// child forked while it runs can tell that the guard is its parent's.
+static RUNNING: AtomicU32 = AtomicU32::new(0);
 
 /// Samples in flight between the watchdog and the report stage; beyond this
 /// the watchdog drops samples (and counts them) rather than grow memory.
@@ -38,6 +40,9 @@ pub struct Guard {
 
 #[derive(Debug)]
 struct Running {
+    /// The process that started pollwatch: a child forked from it (without
+    /// `exec`) inherits this guard but none of its threads.
+    pid: u32,
     #[cfg(pollwatch_supported)]
     stop: Arc<Stop>,
     watchdog: JoinHandle<()>,
@@ -66,11 +71,18 @@ impl Guard {
         let Some(run) = self.inner.take() else {
             return Ok(Report::default());
         };
+        if run.pid != std::process::id() {
+            // The threads exist only in the parent: std's join would panic
+            // here (glibc forgets them in the child). The parent's guard
+            // writes the report.
+            std::mem::forget(run);
+            return Err(Error::Forked);
+        }
         #[cfg(pollwatch_supported)]
         run.stop.request();
         let wd = run.watchdog.join();
         let stage = run.stage.join();
-        RUNNING.store(false, Ordering::Release);
+        RUNNING.store(0, Ordering::Release);
         if wd.is_err() {
             return Err(Error::Thread("the watchdog thread panicked".into()));
         }
@@ -85,8 +97,10 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        if let Err(e) = self.stop() {
-            eprintln!("{e}");
+        match self.stop() {
+            // Every child of a pre-forking server would say so at exit.
+            Ok(_) | Err(Error::Forked) => {}
+            Err(e) => eprintln!("{e}"),
         }
     }
 }
@@ -126,13 +140,16 @@ pub(crate) fn start(cfg: Config) -> Result<Guard> {
 
 #[cfg(pollwatch_supported)]
 fn start_checked(cfg: &Config, signal: i32) -> Result<Guard> {
-    if RUNNING.swap(true, Ordering::AcqRel) {
-        return Err(Error::AlreadyRunning);
+    let pid = std::process::id();
+    match RUNNING.compare_exchange(0, pid, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => {}
+        Err(owner) if owner == pid => return Err(Error::AlreadyRunning),
+        Err(_) => return Err(Error::Forked),
     }
     match start_running(cfg, signal) {
         Ok(run) => Ok(Guard { inner: Some(run) }),
         Err(e) => {
-            RUNNING.store(false, Ordering::Release);
+            RUNNING.store(0, Ordering::Release);
             Err(e)
         }
     }
@@ -184,6 +201,7 @@ fn start_running(cfg: &Config, signal: i32) -> Result<Running> {
         }
     };
     Ok(Running {
+        pid: std::process::id(),
         stop,
         watchdog,
         stage,

@@ -1,6 +1,7 @@
 //! Bad input gets a clear error, never a panic and never lost artifacts:
 //! malformed environment values, an unwritable output directory, a signal
-//! someone else owns, a second start, and a runtime built twice.
+//! someone else owns, a second start, a runtime built twice, and a child
+//! forked while pollwatch runs.
 
 mod support;
 
@@ -143,4 +144,51 @@ fn a_runtime_built_twice_from_one_builder_is_watched_twice() {
         eps[1].tid(),
         "two runtimes, two worker threads"
     );
+}
+
+#[test]
+fn a_forked_child_neither_hangs_nor_starts_again() {
+    let _s = serial();
+    let guard = config("forked").start().unwrap();
+    // SAFETY: the child runs only pollwatch's checks (no lock another thread
+    // could hold at the fork), then _exit.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork failed");
+    if child == 0 {
+        // The inherited guard must not try to join threads that exist only
+        // in the parent (std panics on that), nor may a new one start on the
+        // parent's registry. Any panic here is a failure, never an unwind
+        // into the copy of the test harness.
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let dropped = matches!(guard.finish(), Err(pollwatch::Error::Forked));
+            let again = matches!(
+                pollwatch::Config::default().live(false).start(),
+                Err(pollwatch::Error::Forked)
+            );
+            dropped && again
+        }));
+        // SAFETY: ends the child without running the parent's destructors.
+        unsafe { libc::_exit(if matches!(ok, Ok(true)) { 0 } else { 1 }) };
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let mut status = 0;
+        // SAFETY: waits for our own child; status is a valid out-pointer.
+        let r = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) };
+        if r == child {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            // SAFETY: kills our own child.
+            unsafe { libc::kill(child, libc::SIGKILL) };
+            panic!("the forked child hung on the inherited guard");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child status {status:#x}"
+    );
+    // The parent's guard is unaffected.
+    guard.finish().unwrap();
 }
