@@ -1,6 +1,9 @@
 //! Poll-heavy tokio throughput: bare tokio against pollwatch's `watch` on
 //! every task, pollwatch's tokio hooks (in a `--cfg tokio_unstable` build),
-//! and tokio-metrics' `TaskMonitor::instrument` on every task.
+//! and tokio-metrics' `TaskMonitor::instrument` on every task. In the
+//! tokio_unstable build, a runtime with empty poll hooks runs beside them:
+//! tokio calls two boxed closures per poll whoever installs them, and that
+//! variant shows how much of the hooks' cost is tokio's own dispatch.
 //!
 //! Two workloads on a multi-thread runtime with one worker per CPU:
 //! - mpsc: 200 task pairs ping-ponging over `tokio::sync::mpsc` channels of
@@ -30,6 +33,9 @@ enum Variant {
     Watch,
     /// `pollwatch::tokio::instrument` hooks, watching every poll (tokio_unstable).
     Hooks,
+    /// Empty `on_before_task_poll`/`on_after_task_poll` hooks (tokio_unstable):
+    /// what tokio's hook dispatch costs by itself, whoever installs the hooks.
+    EmptyHooks,
     TokioMetrics,
 }
 
@@ -46,7 +52,7 @@ where
     match v {
         Variant::Watch => tokio::spawn(pollwatch::watch(f)),
         Variant::TokioMetrics => tokio::spawn(monitor.instrument(f)),
-        Variant::Bare | Variant::Hooks => tokio::spawn(f),
+        Variant::Bare | Variant::Hooks | Variant::EmptyHooks => tokio::spawn(f),
     }
 }
 
@@ -99,6 +105,7 @@ fn run(v: Variant, w: Workload) -> Duration {
     b.enable_all();
     let rt = match v {
         Variant::Watch | Variant::Hooks => pollwatch::tokio::instrument(&mut b).build(),
+        Variant::EmptyHooks => empty_hooks(&mut b).build(),
         Variant::Bare | Variant::TokioMetrics => b.build(),
     }
     .unwrap();
@@ -133,17 +140,37 @@ fn run(v: Variant, w: Workload) -> Duration {
     elapsed
 }
 
+#[cfg(tokio_unstable)]
+fn empty_hooks(b: &mut tokio::runtime::Builder) -> &mut tokio::runtime::Builder {
+    b.on_before_task_poll(|meta| {
+        std::hint::black_box(meta);
+    })
+    .on_after_task_poll(|meta| {
+        std::hint::black_box(meta);
+    })
+}
+
+#[cfg(not(tokio_unstable))]
+fn empty_hooks(_: &mut tokio::runtime::Builder) -> &mut tokio::runtime::Builder {
+    unreachable!("empty hooks are measured in the tokio_unstable build only")
+}
+
 fn main() {
     let unstable = cfg!(tokio_unstable);
     let variants: &[Variant] = if unstable {
-        &[Variant::Bare, Variant::Hooks, Variant::TokioMetrics]
+        &[
+            Variant::Bare,
+            Variant::Hooks,
+            Variant::TokioMetrics,
+            Variant::EmptyHooks,
+        ]
     } else {
         &[Variant::Bare, Variant::Watch, Variant::TokioMetrics]
     };
     let rounds: usize = std::env::var("POLLWATCH_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(9);
     let pairs = 200;
     let messages = common::scaled(2_000_000, 2 * pairs);
     let tasks = 400;
@@ -227,5 +254,22 @@ fn main() {
             &format!("{:.3}", paired(ours, tm)),
             "< 1",
         );
+        if unstable {
+            // Context for the hooks row: tokio calls two boxed closures per
+            // poll whoever installs them; this is that cost with empty ones.
+            let empty = 3;
+            println!(
+                "    empty hooks/bare {:.3}, tokio hooks/empty hooks {:.3}",
+                paired(empty, bare),
+                paired(ours, empty)
+            );
+            row(
+                &format!("throughput {name}: empty hooks vs bare tokio (tokio's own dispatch; context){tag}"),
+                &ms(med(empty)),
+                &ms(med(bare)),
+                &format!("{:.3}", paired(empty, bare)),
+                "—",
+            );
+        }
     }
 }
