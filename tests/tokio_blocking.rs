@@ -40,6 +40,14 @@ fn check_artifacts(report: &pollwatch::Report, function: &str) {
         let (stack, weight) = line.rsplit_once(' ').expect("folded line has a weight");
         assert!(weight.parse::<u64>().is_ok(), "bad weight in {line}");
         assert!(!stack.is_empty());
+        // The stack starts at the task's future: the worker loop, the task
+        // harness and pollwatch's own wrapper are cut off.
+        for internal in ["worker::run", "task::harness", "Watched"] {
+            assert!(
+                !stack.contains(internal),
+                "executor frame {internal} left in {line}"
+            );
+        }
     }
     let svg = artifact(report, "flamegraph.svg");
     assert!(

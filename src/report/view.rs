@@ -39,9 +39,18 @@ fn matches(f: &Frame, list: &[&str]) -> bool {
         .any(|p| f.function.starts_with(p) || f.function.contains(p))
 }
 
+/// tokio runs each multi-thread worker as a task of its blocking pool, so
+/// the worker loop itself sits inside a task poll. Anchors outside this frame
+/// belong to that launch, not to the user's task.
+const WORKER_LAUNCH: &str = "tokio::runtime::blocking::task::BlockingTask<";
+
 /// Cuts the executor's frames off a stack (innermost first) and drops plumbing.
 pub(crate) fn trim(frames: &[Frame]) -> Vec<Frame> {
-    let cut = frames
+    let inside = frames
+        .iter()
+        .position(|f| f.function.contains(WORKER_LAUNCH))
+        .unwrap_or(frames.len());
+    let cut = frames[..inside]
         .iter()
         .rposition(|f| matches(f, ANCHORS))
         .unwrap_or(frames.len());
@@ -222,6 +231,40 @@ mod tests {
                 "std::thread::sleep",
                 "app::blocker",
                 "app::handler::{{closure}}"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_worker_launch_task_is_not_the_users_task() {
+        // A multi-thread worker, as sampled: the worker loop runs inside a
+        // blocking-pool task, which is polled through the same harness.
+        let stack = vec![
+            f("clock_nanosleep"),
+            f("std::thread::functions::sleep"),
+            f("app::load_config::{{closure}}"),
+            f("<pollwatch::probe::Watched<F> as core::future::future::Future>::poll"),
+            f("tokio::runtime::task::core::Core<T,S>::poll::{{closure}}"),
+            f("tokio::runtime::task::core::Core<T,S>::poll"),
+            f("tokio::runtime::task::harness::poll_future"),
+            f("tokio::runtime::task::raw::RawTask::poll"),
+            f("tokio::runtime::scheduler::multi_thread::worker::Context::run_task"),
+            f("tokio::runtime::scheduler::multi_thread::worker::run"),
+            f("tokio::runtime::scheduler::multi_thread::worker::Launch::launch::{{closure}}"),
+            f("<tokio::runtime::blocking::task::BlockingTask<T> as core::future::future::Future>::poll"),
+            f("tokio::runtime::task::core::Core<T,S>::poll::{{closure}}"),
+            f("tokio::runtime::task::harness::poll_future"),
+            f("tokio::runtime::task::raw::RawTask::poll"),
+            f("tokio::runtime::blocking::pool::Inner::run"),
+            f("std::sys::thread::unix::Thread::new::thread_start"),
+        ];
+        let t: Vec<_> = trim(&stack).into_iter().map(|f| f.function).collect();
+        assert_eq!(
+            t,
+            [
+                "clock_nanosleep",
+                "std::thread::functions::sleep",
+                "app::load_config::{{closure}}"
             ]
         );
     }

@@ -126,6 +126,25 @@ pub fn episode_in<'r>(report: &'r pollwatch::Report, function: &'r str) -> &'r p
         1,
         "expected one episode in {function}:\n{report}"
     );
+    // Every stack starts at the task's future: the executor's loop, its task
+    // harness and pollwatch's wrapper are cut off.
+    for stack in found[0].stacks() {
+        for f in &stack.frames {
+            for internal in [
+                "worker::run",
+                "task::harness::",
+                "Watched<",
+                "Executor::run",
+                "RawTask<",
+            ] {
+                assert!(
+                    !f.function.contains(internal),
+                    "executor frame {} left in the stack of {function}:\n{report}",
+                    f.function
+                );
+            }
+        }
+    }
     found[0]
 }
 
