@@ -280,20 +280,64 @@ impl Symbolizer {
                 }
             }
         }
+        // Where the frame record holding `chain[k]` sits, while the records
+        // are inside the copied stack (and the chain started where the
+        // handler said it did).
+        let mut record = (skip == 0).then_some(raw.fp);
         for (k, &ra) in chain.iter().enumerate() {
             // A chain found by the resync scan may have garbage at the end.
             if self.module_of(ra).is_none() {
                 break;
             }
+            let next = record.and_then(|r| copied_word(raw, r));
             // Where the repaired prefix meets the chain, both may hold the same
             // return address. Only there: equal neighbours further up are
             // recursion, and each level is a real frame.
-            if k == 0 && out.last() == Some(&RawFrame::Return(ra)) {
-                continue;
+            if !(k == 0 && out.last() == Some(&RawFrame::Return(ra))) {
+                out.push(RawFrame::Return(ra));
+                if !in_main(self, ra) {
+                    if let (Some(r), Some(n)) = (record, next) {
+                        self.repair_between(raw, r, n, ra, &mut out);
+                    }
+                }
             }
-            out.push(RawFrame::Return(ra));
+            record = next;
         }
         out
+    }
+
+    /// `ra` returns into a function without a frame pointer (libc's
+    /// `clock_gettime` calling the vDSO, which has one): the chain goes
+    /// straight from its frame record to its caller's caller, and the return
+    /// address into its caller sits on the stack between this record and the
+    /// next. Recovers it (and any more frame-pointer-less callers) from the
+    /// copied words there, each checked against the frame below it.
+    fn repair_between(
+        &mut self,
+        raw: &RawSample,
+        record: u64,
+        next: u64,
+        ra: u64,
+        out: &mut Vec<RawFrame>,
+    ) {
+        let mut callee = ra;
+        let mut at = record.wrapping_add(16);
+        while at < next {
+            let Some(word) = copied_word(raw, at) else {
+                return;
+            };
+            at += 8;
+            if word > 4096 && self.returns_from(word, callee) {
+                out.push(RawFrame::Return(word));
+                callee = word;
+                let in_main = self
+                    .module_of(word)
+                    .is_some_and(|i| self.modules[i].is_main);
+                if in_main {
+                    return;
+                }
+            }
+        }
     }
 
     /// Resolves one address to its frames (inlined callee first).
@@ -392,6 +436,15 @@ impl Symbolizer {
         }
         out
     }
+}
+
+/// The word the handler copied from stack address `at`, if it copied it.
+fn copied_word(raw: &RawSample, at: u64) -> Option<u64> {
+    let offset = at.checked_sub(raw.sp)?;
+    if offset % 8 != 0 {
+        return None;
+    }
+    raw.copy.get(usize::try_from(offset / 8).ok()?).copied()
 }
 
 /// A call instruction found just before a return address.

@@ -291,10 +291,17 @@ mod tests {
         }
     }
 
-    /// A thread interrupted inside malloc/free (no frame pointers in Debian's
-    /// libc) still yields a stack that reaches the function that allocated.
-    #[test]
-    fn samples_inside_the_allocator_reach_the_caller() {
+    #[inline(never)]
+    fn reading_a_thread_clock(stop: &AtomicBool) {
+        let tid = crate::sys::signal::gettid();
+        while !stop.load(Ordering::Relaxed) {
+            std::hint::black_box(crate::sys::thread::cpu_time_ns(tid));
+        }
+    }
+
+    /// Captures 300 samples of a thread running `work` and returns how many
+    /// were answered and how many of those name `function`.
+    fn samples_naming(work: fn(&AtomicBool), function: &str) -> (u32, u32) {
         crate::sys::signal::install(libc::SIGURG).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -305,7 +312,7 @@ mod tests {
                 crate::sys::thread::stack_range().unwrap(),
             ))
             .unwrap();
-            allocating_loop(&s2);
+            work(&s2);
         });
         let (tid, stack) = rx.recv().unwrap();
         let mut sym = Symbolizer::new();
@@ -320,16 +327,38 @@ mod tests {
             };
             total += 1;
             let repaired = sym.repair(&s);
-            let frames = sym.symbolize(&repaired);
-            if frames
+            if sym
+                .symbolize(&repaired)
                 .iter()
-                .any(|f| f.function.contains("allocating_loop"))
+                .any(|f| f.function.contains(function))
             {
                 found += 1;
             }
         }
         stop.store(true, Ordering::Relaxed);
         h.join().unwrap();
+        (total, found)
+    }
+
+    /// A thread CPU clock read falls back from the vDSO (which keeps a frame
+    /// pointer) to a syscall, through libc's `clock_gettime` (which does
+    /// not): the caller of libc must still be in the stack, recovered from
+    /// the words between the vDSO's frame record and the next.
+    #[test]
+    fn samples_inside_the_vdso_reach_the_caller_of_libc() {
+        let (total, found) = samples_naming(reading_a_thread_clock, "cpu_time_ns");
+        assert!(total >= 250, "only {total} of 300 samples answered");
+        assert!(
+            found * 100 >= total * 97,
+            "caller of clock_gettime found in {found} of {total} samples"
+        );
+    }
+
+    /// A thread interrupted inside malloc/free (no frame pointers in Debian's
+    /// libc) still yields a stack that reaches the function that allocated.
+    #[test]
+    fn samples_inside_the_allocator_reach_the_caller() {
+        let (total, found) = samples_naming(allocating_loop, "allocating_loop");
         assert!(total >= 250, "only {total} of 300 samples answered");
         assert!(
             found * 100 >= total * 97,
