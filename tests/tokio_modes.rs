@@ -82,6 +82,37 @@ fn current_thread_runtime_block_on_root_and_tasks() {
 }
 
 #[test]
+fn local_set_tasks_are_caught_through_the_watched_root() {
+    let _s = serial();
+    let guard = config("local_set").start().unwrap();
+    let rt = pollwatch::tokio::instrument(&mut tokio::runtime::Builder::new_current_thread())
+        .enable_all()
+        .build()
+        .unwrap();
+    // A LocalSet polls its tasks inside its own poll, where tokio's hooks do
+    // not reach: watching the LocalSet's future watches every local task.
+    let local = tokio::task::LocalSet::new();
+    let truth = rt.block_on(pollwatch::watch(local.run_until(async {
+        tokio::task::spawn_local(async {
+            tokio::task::yield_now().await;
+            blocking_sleep(Duration::from_millis(100))
+        })
+        .await
+        .unwrap()
+    })));
+    drop(rt);
+    let report = guard.finish().unwrap();
+    let ep = episode_in(&report, "blocking_sleep");
+    assert_close(ep, truth, "local task");
+    let outer = ep.frames().last().unwrap();
+    assert!(
+        outer.function.contains("local_set_tasks_are_caught"),
+        "the stack starts at the local task, not in the LocalSet: {:#?}",
+        ep.frames()
+    );
+}
+
+#[test]
 fn nested_watched_futures_count_once_and_name_the_innermost() {
     let _s = serial();
     let guard = config("nested").start().unwrap();

@@ -54,8 +54,25 @@ pub(crate) fn trim(frames: &[Frame]) -> Vec<Frame> {
         .iter()
         .rposition(|f| matches(f, ANCHORS))
         .unwrap_or(frames.len());
-    let mut kept = &frames[..cut];
-    // The harness is several frames deep; drop the rest of it next to the cut.
+    let mut kept = strip_harness(&frames[..cut]);
+    // A runtime that polls its tasks inside a poll of its own (tokio's
+    // LocalSet under a watched root): when only library code lies between
+    // the cut and a task harness further in, the user's code starts there.
+    // A nested `block_on` always has the user's code calling it in between.
+    while let Some(inner) = kept.iter().rposition(|f| matches(f, ANCHORS)) {
+        if !kept[inner + 1..].iter().all(is_library) {
+            break;
+        }
+        kept = strip_harness(&kept[..inner]);
+    }
+    kept.iter()
+        .filter(|f| !matches(f, PLUMBING) && !matches(f, &ANCHORS[..2]))
+        .cloned()
+        .collect()
+}
+
+/// The harness is several frames deep: drops the rest of it next to a cut.
+fn strip_harness(mut kept: &[Frame]) -> &[Frame] {
     while let Some((last, rest)) = kept.split_last() {
         if matches(last, ANCHORS) || matches(last, PLUMBING) {
             kept = rest;
@@ -63,10 +80,7 @@ pub(crate) fn trim(frames: &[Frame]) -> Vec<Frame> {
             break;
         }
     }
-    kept.iter()
-        .filter(|f| !matches(f, PLUMBING) && !matches(f, &ANCHORS[..2]))
-        .cloned()
-        .collect()
+    kept
 }
 
 /// Blocking where blocking belongs: a stack inside `block_in_place`, or a
@@ -265,6 +279,37 @@ mod tests {
                 "clock_nanosleep",
                 "std::thread::functions::sleep",
                 "app::load_config::{{closure}}"
+            ]
+        );
+    }
+
+    #[test]
+    fn local_set_tasks_start_at_the_task_not_in_the_local_set() {
+        let lib = |name: &str| Frame {
+            file: Some(
+                "/home/u/.cargo/registry/src/index.crates.io-0/tokio-1.54.1/src/task/local.rs"
+                    .into(),
+            ),
+            ..f(name)
+        };
+        let stack = vec![
+            f("std::thread::functions::sleep"),
+            f("app::local_task::{{closure}}"),
+            f("tokio::runtime::task::core::Core<T,S>::poll::{{closure}}"),
+            f("tokio::runtime::task::harness::poll_future"),
+            f("tokio::runtime::task::raw::RawTask::poll"),
+            lib("tokio::runtime::task::LocalNotified<S>::run"),
+            lib("tokio::task::local::LocalSet::tick"),
+            lib("<tokio::task::local::RunUntil<T> as core::future::future::Future>::poll"),
+            f("<pollwatch::probe::Watched<F> as core::future::future::Future>::poll"),
+            f("tokio::runtime::scheduler::current_thread::CoreGuard::block_on"),
+        ];
+        let t: Vec<_> = trim(&stack).into_iter().map(|f| f.function).collect();
+        assert_eq!(
+            t,
+            [
+                "std::thread::functions::sleep",
+                "app::local_task::{{closure}}"
             ]
         );
     }
