@@ -164,7 +164,8 @@ struct Live {
     missed: u32,
     samples: u32,
     /// Samples that show the thread really was where it seemed: a signal
-    /// answered, or a syscall it was parked in.
+    /// answered, or a syscall it was parked in. (A thread whose stack range
+    /// is unknown cannot be sampled at all; its samples count here too.)
     answered: u32,
     /// Unanswered signals that the thread could have taken (not blocked, not
     /// in uninterruptible sleep): it got no CPU to run the handler on in
@@ -553,7 +554,10 @@ impl Watchdog {
                         }
                     }
                 }
-                None => None,
+                None => {
+                    live.answered += 1;
+                    None
+                }
             }
         };
         live.parked_at = match (on_cpu, line_len) {
@@ -591,9 +595,10 @@ impl Watchdog {
         let Some(live) = self.tracks[i].live.take() else {
             return;
         };
-        if live.answered == 0 && live.starved > 0 && live.starved == live.missed {
-            // Not one sample, for want of a CPU: nothing shows that the
-            // program blocked, and a loaded machine explains the time.
+        if live.answered == 0 && live.starved == live.missed {
+            // Not one sample: the thread never got a CPU to answer on, or the
+            // poll ended as it was noticed. Nothing shows that the program
+            // blocked, and a loaded machine explains the time.
             self.stats.descheduled += 1;
             let _ = self.tx.send(Event::Withdrawn { id: live.id });
             return;
