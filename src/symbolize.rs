@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::report::Frame;
 use crate::sampler::RawSample;
@@ -55,10 +56,15 @@ pub(crate) struct Symbolizer {
     mappings: HashMap<usize, Option<FileMapping>>,
     /// A loader read its mapping since the pages were last given back.
     touched: bool,
+    last_release: Instant,
     cache: HashMap<RawFrame, Arc<[Frame]>>,
     call_targets: HashMap<u64, Option<Call>>,
     mem: Option<File>,
 }
+
+/// Debug-info pages are given back at most this often: each release makes
+/// the next new addresses fault their pages back in.
+const RELEASE_EVERY: Duration = Duration::from_secs(1);
 
 /// Distinct addresses kept in the cache before it is cleared (a memory bound:
 /// an entry with its inlined frames is a few hundred bytes, so this stays
@@ -74,6 +80,7 @@ impl Symbolizer {
             loaders: HashMap::new(),
             mappings: HashMap::new(),
             touched: false,
+            last_release: Instant::now(),
             cache: HashMap::new(),
             call_targets: HashMap::new(),
             mem: File::open("/proc/self/mem").ok(),
@@ -169,25 +176,31 @@ impl Symbolizer {
         Some(start)
     }
 
-    /// Remembers the file mapping of loader `i`, found from `inside`, an
-    /// address of a name it handed out (names point into its mapping).
+    /// Remembers the file mapping of loader `i`, found from `inside`, the
+    /// address of a symbol name it handed out: symbol tables are never
+    /// compressed, so their names point into the loader's mapping.
     fn note_mapping(&mut self, i: usize, inside: u64) {
+        let path = &self.modules[i].path;
         self.mappings
             .entry(i)
-            .or_insert_with(|| FileMapping::containing(inside));
+            .or_insert_with(|| FileMapping::containing(inside, path));
     }
 
-    /// Gives back the resident pages of the debug info read since the last
-    /// call (the bytes stay in the page cache; a later lookup faults in only
-    /// what it reads). Call when idle: a large binary's debug info is tens of
-    /// MiB, and only a few pages of it are needed again for a new address.
+    /// How long until the debug info's resident pages are due to be given
+    /// back; `None` while nothing was read since the last time.
+    pub(crate) fn release_due_in(&self) -> Option<Duration> {
+        self.touched
+            .then(|| RELEASE_EVERY.saturating_sub(self.last_release.elapsed()))
+    }
+
+    /// Gives back the resident pages of the debug info (the bytes stay in
+    /// the page cache; a later lookup faults in only what it reads): a large
+    /// binary's debug info is tens of MiB, and a new address needs a few
+    /// pages of it. Call when idle, per [`release_due_in`](Self::release_due_in).
     pub(crate) fn release_pages(&mut self) {
-        if !std::mem::take(&mut self.touched) {
-            return;
-        }
-        for m in self.mappings.values().flatten() {
-            m.release_pages();
-        }
+        self.touched = false;
+        self.last_release = Instant::now();
+        FileMapping::release_pages(self.mappings.values().flatten());
     }
 
     /// Whether `ra` is a genuine return address of the caller of the frame at
@@ -365,12 +378,9 @@ impl Symbolizer {
             return vec![Frame::unknown(raw.address(), Some(&name))];
         };
         let mut out = Vec::new();
-        let mut inside = None;
+        let inside = loader.find_symbol(probe).map(|s| s.as_ptr() as u64);
         if let Ok(mut iter) = loader.find_frames(probe) {
             while let Ok(Some(f)) = iter.next() {
-                if let Some(n) = &f.function {
-                    inside.get_or_insert(n.name.slice().as_ptr() as u64);
-                }
                 let function = f
                     .function
                     .as_ref()

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 use super::files::Writer;
@@ -140,15 +140,12 @@ impl Stage {
         loop {
             let ev = match rx.try_recv() {
                 Ok(ev) => ev,
-                Err(TryRecvError::Empty) => {
-                    // Nothing queued: a good time to give back the debug
-                    // info's pages before waiting.
-                    self.sym.release_pages();
-                    match rx.recv() {
-                        Ok(ev) => ev,
-                        Err(_) => break,
-                    }
-                }
+                // Nothing queued: while waiting, give back the debug info's
+                // pages once they are due.
+                Err(TryRecvError::Empty) => match self.wait(&rx) {
+                    Some(ev) => ev,
+                    None => break,
+                },
                 Err(TryRecvError::Disconnected) => break,
             };
             self.handle(ev);
@@ -157,6 +154,19 @@ impl Stage {
             }
         }
         self.finish()
+    }
+
+    /// The next event, giving back the debug info's pages if they fall due
+    /// first; `None` once the watchdog has hung up.
+    fn wait(&mut self, rx: &Receiver<Event>) -> Option<Event> {
+        if let Some(due) = self.sym.release_due_in() {
+            match rx.recv_timeout(due) {
+                Ok(ev) => return Some(ev),
+                Err(RecvTimeoutError::Timeout) => self.sym.release_pages(),
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+        rx.recv().ok()
     }
 
     fn handle(&mut self, ev: Event) {
