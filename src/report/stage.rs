@@ -326,7 +326,12 @@ impl Stage {
                 false => elsewhere_us += a.weight_us,
             }
         }
-        if lock_wait_us > 0 && Duration::from_micros(elsewhere_us) < self.cfg.threshold {
+        // An episode already announced on stderr stays: its line named the
+        // user's code.
+        if !o.announced
+            && lock_wait_us > 0
+            && Duration::from_micros(elsewhere_us) < self.cfg.threshold
+        {
             self.runtime_lock_waits += 1;
             return;
         }

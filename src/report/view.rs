@@ -53,7 +53,7 @@ pub(crate) fn trim(frames: &[Frame]) -> Vec<Frame> {
     let cut = frames[..inside]
         .iter()
         .rposition(|f| matches(f, ANCHORS))
-        .unwrap_or(frames.len());
+        .unwrap_or(inside);
     let mut kept = strip_harness(&frames[..cut]);
     // A runtime that polls its tasks inside a poll of its own (tokio's
     // LocalSet under a watched root): when only library code lies between
@@ -113,12 +113,8 @@ const LOCK_MACHINERY: &[&str] = &[
     "pthread_rwlock_",
     "parking_lot::raw_mutex::",
     "parking_lot::raw_rwlock::",
-    "<parking_lot::raw_mutex::",
-    "<parking_lot::raw_rwlock::",
     "parking_lot_core::",
-    "<parking_lot_core::",
     "lock_api::",
-    "<lock_api::",
     "std::sys::pal::unix::futex::",
     "std::sys::futex::",
     "std::sys::sync::mutex::",
@@ -128,24 +124,32 @@ const LOCK_MACHINERY: &[&str] = &[
     "std::sync::poison::mutex::",
     "std::sync::poison::rwlock::",
     "tokio::loom::std::",
-    "<tokio::loom::std::",
 ];
 
-/// Async runtimes whose internal locks are held for a few instructions at a
-/// time: a poll that waits long on one is waiting for a holder that the OS
-/// descheduled, on a machine short of CPU.
+/// Async runtime internals whose locks are held for a few instructions at a
+/// time, never while the user's code runs: a poll that waits long on one is
+/// waiting for a holder that the OS descheduled, on a machine short of CPU.
+/// (Not all of tokio: `sync::watch` holds its lock while the user holds a
+/// borrow, and `io::split` while the user's reader runs.)
 const RUNTIME_INTERNALS: &[&str] = &[
-    "tokio::",
-    "<tokio::",
+    "tokio::runtime::",
+    "tokio::time::",
+    "tokio::sync::batch_semaphore::",
+    "tokio::sync::mpsc::",
+    "tokio::sync::notify::",
+    "tokio::sync::oneshot::",
     "async_executor::",
-    "<async_executor::",
     "async_io::",
-    "<async_io::",
     "async_task::",
-    "<async_task::",
     "futures_executor::",
-    "<futures_executor::",
 ];
+
+/// Whether a frame's function path starts with one of `prefixes`, also in
+/// the `<path::Type>::method` form of inherent methods and trait impls.
+fn in_path(f: &Frame, prefixes: &[&str]) -> bool {
+    let name = f.function.strip_prefix('<').unwrap_or(&f.function);
+    prefixes.iter().any(|p| name.starts_with(p))
+}
 
 /// Whether a stack (innermost first) waits for a lock that the async runtime
 /// itself took. Such a wait is long only when the lock's holder is kept off
@@ -154,13 +158,11 @@ const RUNTIME_INTERNALS: &[&str] = &[
 pub(crate) fn runtime_lock_wait(frames: &[Frame]) -> bool {
     let mut in_lock = false;
     for f in frames {
-        if matches(f, LOCK_MACHINERY) {
+        if in_path(f, LOCK_MACHINERY) {
             in_lock = true;
             continue;
         }
-        return in_lock
-            && RUNTIME_INTERNALS.iter().any(|p| f.function.starts_with(p))
-            && !f.function.contains("::park");
+        return in_lock && in_path(f, RUNTIME_INTERNALS) && !f.function.contains("::park");
     }
     false
 }
@@ -376,10 +378,19 @@ mod tests {
             f("app::handler::{{closure}}"),
         ];
         assert!(runtime_lock_wait(&tokio_timer));
+        // std's mutex inside tokio's scheduler, in the `<Type>::method` form.
+        let inject_queue = [
+            f("syscall"),
+            f("<std::sys::sync::mutex::futex::Mutex>::lock_contended"),
+            f("<std::sync::poison::mutex::Mutex<_>>::lock"),
+            f("<tokio::runtime::scheduler::inject::Inject<_>>::push"),
+            f("app::handler::{{closure}}"),
+        ];
+        assert!(runtime_lock_wait(&inject_queue));
         // The user's own std::sync::Mutex: the program's blocking.
         let user_mutex = [
             f("syscall"),
-            f("std::sys::sync::mutex::futex::Mutex::lock_contended"),
+            f("<std::sys::sync::mutex::futex::Mutex>::lock_contended"),
             f("std::sync::poison::mutex::Mutex<T>::lock"),
             f("app::update_counter"),
             f("tokio::runtime::task::harness::poll_future"),
@@ -401,6 +412,18 @@ mod tests {
             f("tokio::runtime::park::Inner::park"),
         ];
         assert!(!runtime_lock_wait(&parker_mutex));
+        // tokio's watch channel holds its lock while the user holds a
+        // borrow: waiting on it is the program's doing.
+        let watch_send = [
+            f("syscall"),
+            f("parking_lot::raw_rwlock::RawRwLock::lock_exclusive_slow"),
+            f("<parking_lot::raw_rwlock::RawRwLock as lock_api::rwlock::RawRwLock>::lock_exclusive"),
+            f("lock_api::rwlock::RwLock<R,T>::write"),
+            f("tokio::loom::std::rwlock::RwLock<T>::write"),
+            f("tokio::sync::watch::Sender<T>::send_replace"),
+            f("app::publish::{{closure}}"),
+        ];
+        assert!(!runtime_lock_wait(&watch_send));
         // A sleep or a CPU loop is not a lock wait at all.
         assert!(!runtime_lock_wait(&[
             f("clock_nanosleep"),
