@@ -73,8 +73,9 @@ pub(crate) enum Event {
         missed: u32,
         reason: EndReason,
     },
-    /// Not an episode after all: no sample could be taken because the thread
-    /// got no CPU to answer on. Forget it; the watchdog counts it.
+    /// Not an episode after all: no sample could be taken, because the
+    /// thread got no CPU to answer on or the poll ended first. Forget it;
+    /// the watchdog counts it.
     Withdrawn {
         id: u64,
     },
@@ -88,6 +89,8 @@ pub(crate) struct WatchdogStats {
     /// Polls that crossed the threshold only because the thread waited for a
     /// CPU, or withdrawn because it never got one to answer a sample on.
     pub(crate) descheduled: u64,
+    /// Episodes withdrawn because their poll ended before a single sample.
+    pub(crate) unsampled: u64,
     /// Signals that got no answer before the deadline.
     pub(crate) missed: u64,
     /// Samples dropped because the report stage fell behind.

@@ -163,9 +163,9 @@ struct Live {
     interval: Duration,
     missed: u32,
     samples: u32,
-    /// Samples that show the thread really was where it seemed: a signal
-    /// answered, or a syscall it was parked in. (A thread whose stack range
-    /// is unknown cannot be sampled at all; its samples count here too.)
+    /// Samples that show the thread really was where it seemed: signals
+    /// answered. (A thread whose stack range is unknown cannot be sampled at
+    /// all; its samples count here too.)
     answered: u32,
     /// Unanswered signals that the thread could have taken (not blocked, not
     /// in uninterruptible sleep): it got no CPU to run the handler on in
@@ -518,7 +518,6 @@ impl Watchdog {
             && matches!((&live.parked_at, line_len), (Some((l, n)), Some(m)) if *n == m && l[..*n] == line[..m]);
         let mut missed = false;
         let raw = if parked {
-            live.answered += 1;
             None
         } else {
             match stack {
@@ -599,7 +598,10 @@ impl Watchdog {
             // Not one sample: the thread never got a CPU to answer on, or the
             // poll ended as it was noticed. Nothing shows that the program
             // blocked, and a loaded machine explains the time.
-            self.stats.descheduled += 1;
+            match live.starved {
+                0 => self.stats.unsampled += 1,
+                _ => self.stats.descheduled += 1,
+            }
             let _ = self.tx.send(Event::Withdrawn { id: live.id });
             return;
         }

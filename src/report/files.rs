@@ -312,6 +312,10 @@ pub(crate) fn summary_text(r: &Report) -> String {
             "long polls not reported: waiting on the runtime's own lock (a loaded machine)",
         ),
         (
+            c.unsampled,
+            "long polls not reported: they ended before a stack could be taken",
+        ),
+        (
             c.missed_samples,
             "samples missed (thread exited or did not answer in time)",
         ),

@@ -280,6 +280,9 @@ pub struct Counters {
     /// held for nanoseconds, so the wait means its holder was descheduled on
     /// a machine short of CPU. Not reported.
     pub runtime_lock_waits: u64,
+    /// Polls over the threshold that ended as they were noticed, before a
+    /// single stack could be taken: nothing to show, not reported.
+    pub unsampled: u64,
     /// Sample signals that got no answer in time (thread exiting, signal blocked).
     pub missed_samples: u64,
     /// Samples dropped because the report stage fell behind.

@@ -430,6 +430,7 @@ impl Stage {
         let c = &mut self.report.counters;
         c.descheduled = self.watchdog.descheduled;
         c.runtime_lock_waits = self.runtime_lock_waits;
+        c.unsampled = self.watchdog.unsampled;
         c.missed_samples = self.watchdog.missed;
         c.dropped_samples = self.watchdog.dropped;
         c.suppressed_lines = self.limit.suppressed;
