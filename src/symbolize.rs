@@ -308,10 +308,14 @@ impl Symbolizer {
             // recursion, and each level is a real frame.
             if !(k == 0 && out.last() == Some(&RawFrame::Return(ra))) {
                 out.push(RawFrame::Return(ra));
-                if !in_main(self, ra) {
-                    if let (Some(r), Some(n)) = (record, next) {
-                        self.repair_between(raw, r, n, ra, &mut out);
-                    }
+                // Libraries that keep frame pointers skip nothing: then the
+                // next entry already returns into the caller of this one.
+                let skipped = !in_main(self, ra)
+                    && !chain
+                        .get(k + 1)
+                        .is_some_and(|&up| self.returns_from(up, ra));
+                if let (true, Some(r), Some(n)) = (skipped, record, next) {
+                    self.repair_between(raw, r, n, ra, &mut out);
                 }
             }
             record = next;
