@@ -146,7 +146,7 @@ fn start_checked(cfg: &Config, signal: i32) -> Result<Guard> {
         Err(owner) if owner == pid => return Err(Error::AlreadyRunning),
         Err(_) => return Err(Error::Forked),
     }
-    match start_running(cfg, signal) {
+    match start_running(cfg, signal, pid) {
         Ok(run) => Ok(Guard { inner: Some(run) }),
         Err(e) => {
             RUNNING.store(0, Ordering::Release);
@@ -156,7 +156,7 @@ fn start_checked(cfg: &Config, signal: i32) -> Result<Guard> {
 }
 
 #[cfg(pollwatch_supported)]
-fn start_running(cfg: &Config, signal: i32) -> Result<Running> {
+fn start_running(cfg: &Config, signal: i32, pid: u32) -> Result<Running> {
     registry::set_disabled(false);
     sys::signal::install(signal).map_err(|e| match e {
         sys::signal::InstallError::InUse => Error::SignalInUse {
@@ -201,7 +201,7 @@ fn start_running(cfg: &Config, signal: i32) -> Result<Running> {
         }
     };
     Ok(Running {
-        pid: std::process::id(),
+        pid,
         stop,
         watchdog,
         stage,

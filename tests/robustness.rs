@@ -150,8 +150,10 @@ fn a_runtime_built_twice_from_one_builder_is_watched_twice() {
 fn a_forked_child_neither_hangs_nor_starts_again() {
     let _s = serial();
     let guard = config("forked").start().unwrap();
-    // SAFETY: the child runs only pollwatch's checks (no lock another thread
-    // could hold at the fork), then _exit.
+    // SAFETY: the child runs only pollwatch's checks, which read the
+    // environment and allocate: safe after fork because glibc resets its
+    // allocator's locks in the child and serial() keeps other tests (the
+    // only other users of the environment lock) waiting; then _exit.
     let child = unsafe { libc::fork() };
     assert!(child >= 0, "fork failed");
     if child == 0 {
