@@ -11,8 +11,10 @@
 //! - yield: 400 tasks calling `yield_now` 5,000 times each (2,000,000 polls).
 //!
 //! Every round runs each variant once, in a rotated order; the figure is the
-//! median wall time over rounds, and ratios are medians of the per-round
-//! ratios (each compares runs made seconds apart). A variant with pollwatch
+//! median wall time over rounds (15 by default, `POLLWATCH_BENCH_ROUNDS`),
+//! and ratios are medians of the per-round ratios (each compares runs made a
+//! second apart), printed with the quartiles that show how finely this run
+//! resolves them. A variant with pollwatch
 //! runs with a started `Guard` (watchdog and report threads live); its
 //! start-up is outside the timed region.
 //!
@@ -119,9 +121,8 @@ fn run(v: Variant, w: Workload) -> Duration {
         ),
         _ => None,
     };
-    // Let every variant settle the same way (pollwatch's report thread loads
-    // debug info at start; the runtime's workers spin up).
-    std::thread::sleep(Duration::from_millis(300));
+    // Let every variant settle the same way (the runtime's workers spin up).
+    std::thread::sleep(Duration::from_millis(100));
     let elapsed = rt.block_on(async move {
         let t = Instant::now();
         workload(v, w).await;
@@ -170,7 +171,7 @@ fn main() {
     let rounds: usize = std::env::var("POLLWATCH_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(9);
+        .unwrap_or(15);
     let pairs = 200;
     let messages = common::scaled(2_000_000, 2 * pairs);
     let tasks = 400;
@@ -218,10 +219,10 @@ fn main() {
                 rs.join(" ")
             );
         }
-        let paired = |a: usize, b: usize| {
-            let r: Vec<f64> = times[a].iter().zip(&times[b]).map(|(x, y)| x / y).collect();
-            median(&r)
+        let ratios = |a: usize, b: usize| -> Vec<f64> {
+            times[a].iter().zip(&times[b]).map(|(x, y)| x / y).collect()
         };
+        let paired = |a: usize, b: usize| median(&ratios(a, b));
         let (bare, ours, tm) = (0, 1, 2);
         let ours_name = if unstable {
             "tokio hooks"
@@ -235,6 +236,9 @@ fn main() {
             paired(tm, bare),
             paired(ours, tm)
         );
+        // How well this run resolves the ratio: the middle half of the rounds.
+        let (q1, q3) = common::quartiles(&ratios(ours, bare));
+        println!("    {ours_name}/bare, middle half of the rounds: {q1:.3} .. {q3:.3}");
         let tag = if unstable {
             " (tokio_unstable build)"
         } else {

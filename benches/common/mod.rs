@@ -30,6 +30,17 @@ pub fn median(xs: &[f64]) -> f64 {
     }
 }
 
+/// First and third quartiles (nearest rank).
+pub fn quartiles(xs: &[f64]) -> (f64, f64) {
+    let mut v = xs.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (at(0.25), at(0.75))
+}
+
 pub fn max(xs: &[f64]) -> f64 {
     xs.iter().copied().fold(f64::NAN, f64::max)
 }
