@@ -17,18 +17,7 @@ const HOLD: Duration = Duration::from_millis(150);
 /// Runs `block` in one watched poll on a multi-thread runtime and checks the
 /// episode it makes.
 fn caught_in(test: &str, function: &str, block: impl FnOnce() -> Duration + Send + 'static) {
-    let guard = config(test).start().unwrap();
-    let rt = tokio_runtime(2);
-    let truth = rt.block_on(async {
-        tokio::spawn(pollwatch::watch(async move {
-            tokio::task::yield_now().await;
-            block()
-        }))
-        .await
-        .unwrap()
-    });
-    drop(rt);
-    let report = guard.finish().unwrap();
+    let (report, truth) = caught(test, block);
     let ep = episode_in(&report, function);
     assert_close(ep, truth, function);
     assert!(

@@ -9,27 +9,6 @@ use std::time::Duration;
 
 use support::*;
 
-/// Runs `block` inside one watched task poll and returns (report, measured time).
-fn caught(
-    test: &str,
-    block: impl FnOnce() -> Duration + Send + 'static,
-) -> (pollwatch::Report, Duration) {
-    let guard = config(test).start().unwrap();
-    let rt = tokio_runtime(2);
-    let truth = rt.block_on(async {
-        tokio::spawn(pollwatch::watch(async move {
-            // Yield once so the blocking happens in a later poll of the task,
-            // as it does in real code.
-            tokio::task::yield_now().await;
-            block()
-        }))
-        .await
-        .unwrap()
-    });
-    drop(rt);
-    (guard.finish().unwrap(), truth)
-}
-
 fn check_artifacts(report: &pollwatch::Report, function: &str) {
     let folded = artifact(report, "stacks.folded");
     assert!(

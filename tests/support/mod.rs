@@ -153,6 +153,27 @@ pub fn episode_in<'r>(report: &'r pollwatch::Report, function: &'r str) -> &'r p
     found[0]
 }
 
+/// Runs `block` inside one watched task poll on a two-worker runtime and
+/// returns (report, time `block` measured itself). The task is watched at
+/// the caller's line.
+#[track_caller]
+pub fn caught(
+    test: &str,
+    block: impl FnOnce() -> Duration + Send + 'static,
+) -> (pollwatch::Report, Duration) {
+    let guard = config(test).start().unwrap();
+    let rt = tokio_runtime(2);
+    let task = pollwatch::watch(async move {
+        // Yield once so the blocking happens in a later poll of the task, as
+        // it does in real code.
+        tokio::task::yield_now().await;
+        block()
+    });
+    let truth = rt.block_on(async { tokio::spawn(task).await.unwrap() });
+    drop(rt);
+    (guard.finish().unwrap(), truth)
+}
+
 /// A multi-thread tokio runtime hooked up to pollwatch.
 pub fn tokio_runtime(workers: usize) -> tokio::runtime::Runtime {
     pollwatch::tokio::instrument(&mut tokio::runtime::Builder::new_multi_thread())
