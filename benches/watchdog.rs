@@ -7,7 +7,8 @@
 //!   (nanoseconds; `stat`'s utime+stime, in 10 ms ticks, is printed as a
 //!   cross-check). Once fully idle, once with 64 tasks waking every ms.
 //!   Beside it, a thread that does nothing but wake on a condvar every idle
-//!   tick (5 ms) is measured over the same window: the floor for that rate.
+//!   tick (`Config::idle_tick`, 10 ms) is measured over the same window: the
+//!   floor for that rate.
 //! - per sample: a thread stuck on-CPU at the bottom of a 60-frame-deep
 //!   recursion inside a watched poll is sampled every ms for ~2 s; the
 //!   watchdog records signal-sent → stack-in-hand for each capture and the
@@ -16,7 +17,7 @@
 //!   spinning); for each, the delay past the threshold at which the watchdog
 //!   noticed = (`Episode::start` + `Episode::detected_after`, i.e. the wall
 //!   clock at detection) − the wall clock the poll itself read as it began −
-//!   the threshold. Compared with the idle tick (a quarter of the threshold).
+//!   the threshold. Compared with the idle tick (half the threshold).
 
 mod common;
 
@@ -82,7 +83,7 @@ fn idle() {
     // Every worker registers at start; let the report thread finish loading
     // debug info, which is start-up cost, not idle cost.
     std::thread::sleep(Duration::from_secs(1));
-    let tick = pollwatch::Config::DEFAULT_THRESHOLD / 4;
+    let tick = pollwatch::Config::default().idle_tick();
     let (idle, idle_stat, idle_peer) = watchdog_cpu_over(secs, tick);
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -220,7 +221,7 @@ fn per_sample() {
 fn detection() {
     let n = common::scaled(40, 10);
     let threshold = pollwatch::Config::DEFAULT_THRESHOLD;
-    let tick = threshold / 4;
+    let tick = pollwatch::Config::default().idle_tick();
     let guard = pollwatch::Config::default()
         .output_dir(common::out_dir("detection"))
         .live(false)

@@ -149,6 +149,14 @@ impl Config {
         self
     }
 
+    /// How often the watchdog looks at the workers while none is stuck:
+    /// half the threshold (at least 250 µs). A stuck poll is noticed at most
+    /// this long after it crosses the threshold, and an idle pollwatch wakes
+    /// only this often (100 times a second with the default threshold).
+    pub fn idle_tick(&self) -> Duration {
+        idle_tick(self.threshold)
+    }
+
     /// Starts the watchdog and returns the guard that writes the report.
     ///
     /// See [`Guard`](crate::Guard). Fails with a clear [`Error`] on a bad
@@ -179,6 +187,13 @@ impl Config {
             ))
         })
     }
+}
+
+/// The watchdog's tick while nothing is stuck, for a given threshold: slow
+/// enough that an idle watchdog costs next to nothing, fast enough that a
+/// stuck poll is noticed within half a threshold of crossing it.
+pub(crate) fn idle_tick(threshold: Duration) -> Duration {
+    (threshold / 2).max(Duration::from_micros(250))
 }
 
 fn parse_switch(var: &'static str, v: &str) -> Result<bool> {

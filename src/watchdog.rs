@@ -8,8 +8,9 @@
 //! in the same syscall without using CPU: then the previous stack just gets
 //! the time (async-profiler's trick), and the thread is left alone.
 //!
-//! The tick adapts: about a quarter of the threshold while nothing is stuck,
-//! the sample interval while an episode runs.
+//! The tick adapts: half the threshold while nothing is stuck (100 wake-ups
+//! a second by default, the floor of an idle pollwatch's cost), the sample
+//! interval while an episode runs.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -259,7 +260,7 @@ impl Watchdog {
     }
 
     fn idle_tick(&self) -> Duration {
-        (self.settings.threshold / 4).max(Duration::from_micros(250))
+        crate::config::idle_tick(self.settings.threshold)
     }
 
     /// Runs until a stop request; ends every open episode on the way out.

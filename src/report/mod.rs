@@ -193,7 +193,8 @@ impl Episode {
 
     /// How long the poll had been running when the watchdog noticed it: the
     /// threshold plus the detection delay, which is at most about one idle
-    /// tick (a quarter of the threshold) when the thread gets its CPU.
+    /// tick ([`Config::idle_tick`](crate::Config::idle_tick), half the
+    /// threshold) when the thread gets its CPU.
     pub fn detected_after(&self) -> Duration {
         self.detected_after
     }
