@@ -1,9 +1,11 @@
 //! Poll-heavy tokio throughput: bare tokio against pollwatch's `watch` on
 //! every task, pollwatch's tokio hooks (in a `--cfg tokio_unstable` build),
-//! and tokio-metrics' `TaskMonitor::instrument` on every task. In the
-//! tokio_unstable build, a runtime with empty poll hooks runs beside them:
-//! tokio calls two boxed closures per poll whoever installs them, and that
-//! variant shows how much of the hooks' cost is tokio's own dispatch.
+//! and tokio-metrics' `TaskMonitor::instrument` on every task. Beside them
+//! runs what any tool of that kind pays before doing anything: in the stable
+//! build a wrapper future of `watch`'s shape that does nothing (an extra
+//! future layer and a bigger task), in the tokio_unstable build empty poll
+//! hooks (tokio calls two boxed closures per poll whoever installs them).
+//! The ratio of pollwatch to that variant is what pollwatch's probe costs.
 //!
 //! Two workloads on a multi-thread runtime with one worker per CPU:
 //! - mpsc: 200 task pairs ping-ponging over `tokio::sync::mpsc` channels of
@@ -23,6 +25,8 @@
 mod common;
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use common::{median, ms, row};
@@ -39,6 +43,28 @@ enum Variant {
     /// what tokio's hook dispatch costs by itself, whoever installs the hooks.
     EmptyHooks,
     TokioMetrics,
+    /// A wrapper future of `watch`'s shape that does nothing (stable tokio).
+    EmptyWrapper,
+}
+
+pin_project_lite::pin_project! {
+    /// `pollwatch::Watched` without the probe: the inner future and a location.
+    struct EmptyWrapper<F> {
+        #[pin]
+        inner: F,
+        location: &'static std::panic::Location<'static>,
+    }
+}
+
+impl<F: Future> Future for EmptyWrapper<F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        std::hint::black_box(*this.location);
+        this.inner.poll(cx)
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -54,6 +80,10 @@ where
     match v {
         Variant::Watch => tokio::spawn(pollwatch::watch(f)),
         Variant::TokioMetrics => tokio::spawn(monitor.instrument(f)),
+        Variant::EmptyWrapper => tokio::spawn(EmptyWrapper {
+            inner: f,
+            location: std::panic::Location::caller(),
+        }),
         Variant::Bare | Variant::Hooks | Variant::EmptyHooks => tokio::spawn(f),
     }
 }
@@ -108,7 +138,7 @@ fn run(v: Variant, w: Workload) -> Duration {
     let rt = match v {
         Variant::Watch | Variant::Hooks => pollwatch::tokio::instrument(&mut b).build(),
         Variant::EmptyHooks => empty_hooks(&mut b).build(),
-        Variant::Bare | Variant::TokioMetrics => b.build(),
+        Variant::Bare | Variant::TokioMetrics | Variant::EmptyWrapper => b.build(),
     }
     .unwrap();
     let guard = match v {
@@ -166,7 +196,12 @@ fn main() {
             Variant::EmptyHooks,
         ]
     } else {
-        &[Variant::Bare, Variant::Watch, Variant::TokioMetrics]
+        &[
+            Variant::Bare,
+            Variant::Watch,
+            Variant::TokioMetrics,
+            Variant::EmptyWrapper,
+        ]
     };
     let rounds: usize = std::env::var("POLLWATCH_BENCH_ROUNDS")
         .ok()
@@ -258,22 +293,32 @@ fn main() {
             &format!("{:.3}", paired(ours, tm)),
             "< 1",
         );
-        if unstable {
-            // Context for the hooks row: tokio calls two boxed closures per
-            // poll whoever installs them; this is that cost with empty ones.
-            let empty = 3;
-            println!(
-                "    empty hooks/bare {:.3}, tokio hooks/empty hooks {:.3}",
-                paired(empty, bare),
-                paired(ours, empty)
-            );
-            row(
-                &format!("throughput {name}: empty hooks vs bare tokio (tokio's own dispatch; context){tag}"),
-                &ms(med(empty)),
-                &ms(med(bare)),
-                &format!("{:.3}", paired(empty, bare)),
-                "—",
-            );
-        }
+        // What any such tool pays before doing anything, and what
+        // pollwatch's probe adds on top of it.
+        let empty = 3;
+        let empty_name = if unstable {
+            "empty hooks (tokio's own dispatch)"
+        } else {
+            "a wrapper of `watch`'s shape that does nothing"
+        };
+        println!(
+            "    {empty_name}/bare {:.3}, {ours_name}/that {:.3}",
+            paired(empty, bare),
+            paired(ours, empty)
+        );
+        row(
+            &format!("throughput {name}: context: {empty_name} vs bare tokio{tag}"),
+            &ms(med(empty)),
+            &ms(med(bare)),
+            &format!("{:.3}", paired(empty, bare)),
+            "—",
+        );
+        row(
+            &format!("throughput {name}: {ours_name} vs {empty_name} (the probe's own cost){tag}"),
+            &ms(med(ours)),
+            &ms(med(empty)),
+            &format!("{:.3}", paired(ours, empty)),
+            "—",
+        );
     }
 }
