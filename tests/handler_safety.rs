@@ -104,25 +104,31 @@ fn threads_that_exit_while_watched() {
     }
 }
 
-#[test]
-fn a_thread_with_the_signal_blocked_only_misses_samples() {
+/// Blocks for 150 ms in one poll on a thread that blocks every signal:
+/// samples of it time out, and the episode must still be reported, with the
+/// misses counted and nothing hung.
+fn blocked_signal_episode(test: &str, block: fn(Duration) -> Duration) {
     let _s = serial();
-    let guard = config("blocked_signal").start().unwrap();
-    let t = std::thread::spawn(|| {
-        // Some C libraries block all signals on their threads. Samples of such
-        // a thread time out; the episode is still reported, nothing hangs.
+    let guard = config(test).start().unwrap();
+    let t = std::thread::spawn(move || {
         block_all_signals();
         let _poll = pollwatch::enter_poll();
-        blocking_sleep(Duration::from_millis(150));
+        block(Duration::from_millis(150));
     });
     t.join().unwrap();
     let report = guard.finish().unwrap();
     let ep = report
         .episodes()
         .first()
-        .expect("episode reported without stacks");
+        .unwrap_or_else(|| panic!("episode with blocked signals not reported:\n{report}"));
     assert!(ep.duration() >= Duration::from_millis(100), "{report}");
     assert!(report.counters().missed_samples >= 1, "{report}");
+}
+
+#[test]
+fn a_thread_with_the_signal_blocked_only_misses_samples() {
+    // Some C libraries block all signals on their threads.
+    blocked_signal_episode("blocked_signal", blocking_sleep);
 }
 
 #[test]
@@ -131,21 +137,7 @@ fn a_cpu_loop_with_the_signal_blocked_is_still_reported() {
     // virtual CPU the hypervisor stopped; pollwatch withdraws those episodes.
     // This one does not answer because it blocks the signal, which /proc
     // shows: it must still be reported.
-    let _s = serial();
-    let guard = config("blocked_signal_cpu").start().unwrap();
-    let t = std::thread::spawn(|| {
-        block_all_signals();
-        let _poll = pollwatch::enter_poll();
-        cpu_spin(Duration::from_millis(150));
-    });
-    t.join().unwrap();
-    let report = guard.finish().unwrap();
-    let ep = report
-        .episodes()
-        .first()
-        .unwrap_or_else(|| panic!("CPU loop with blocked signals not reported:\n{report}"));
-    assert!(ep.duration() >= Duration::from_millis(100), "{report}");
-    assert!(report.counters().missed_samples >= 1, "{report}");
+    blocked_signal_episode("blocked_signal_cpu", cpu_spin);
 }
 
 fn block_all_signals() {
