@@ -81,6 +81,42 @@ fn current_thread_runtime_block_on_root_and_tasks() {
     assert!(!task.blocked_in("blocking_sleep"), "{report}");
 }
 
+// `#[tokio::main]` builds the runtime itself (as below: a plain builder and
+// `block_on` of main's body), so there is no builder to instrument: watched
+// futures alone must do.
+#[test]
+fn without_a_builder_to_instrument_watched_futures_are_caught() {
+    let _s = serial();
+    let guard = config("tokio_main").start().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (slept, spun) = rt.block_on(async {
+        let task = tokio::spawn(pollwatch::watch(async {
+            tokio::task::yield_now().await;
+            blocking_sleep(Duration::from_millis(100))
+        }));
+        let slept = task.await.unwrap();
+        // main's own body, on the calling thread.
+        let spun = pollwatch::watch(async { cpu_spin(Duration::from_millis(80)) }).await;
+        (slept, spun)
+    });
+    drop(rt);
+    let report = guard.finish().unwrap();
+    let worker = episode_in(&report, "blocking_sleep");
+    assert_close(
+        worker,
+        slept,
+        "task on a worker that was never instrumented",
+    );
+    assert!(worker.thread_name().contains("tokio"), "{worker:?}");
+    let root = episode_in(&report, "cpu_spin");
+    assert_close(root, spun, "main's own future");
+    assert_ne!(worker.tid(), root.tid(), "{report}");
+}
+
 #[test]
 fn local_set_tasks_are_caught_through_the_watched_root() {
     let _s = serial();
