@@ -101,6 +101,12 @@ impl Symbolizer {
         }
     }
 
+    /// Whether `addr` is code of the main program (built with frame pointers).
+    fn in_main(&self, addr: u64) -> bool {
+        self.module_of(addr)
+            .is_some_and(|i| self.modules[i].is_main)
+    }
+
     fn module_of(&self, addr: u64) -> Option<usize> {
         self.modules
             .iter()
@@ -236,7 +242,6 @@ impl Symbolizer {
     pub(crate) fn repair(&mut self, raw: &RawSample) -> Vec<RawFrame> {
         let mut out = Vec::with_capacity(raw.frames.len() + 4);
         out.push(RawFrame::Pc(raw.pc));
-        let in_main = |s: &Self, a: u64| s.module_of(a).is_some_and(|i| s.modules[i].is_main);
         // A chain that started from a register that only looked like a frame
         // pointer begins with entries that are not code; the real chain
         // follows. Skip them, and then the whole copied stack is fair game for
@@ -248,7 +253,7 @@ impl Symbolizer {
             .count();
         let chain = &raw.frames[skip..];
         let scan_end = if skip > 0 { u64::MAX } else { raw.fp };
-        if !in_main(self, raw.pc) {
+        if !self.in_main(raw.pc) {
             // The leaf is in code built without frame pointers (libc, the
             // vDSO): its callers' return addresses sit between sp and the first
             // frame record the walk used. Take them one by one, each checked
@@ -272,7 +277,7 @@ impl Symbolizer {
                     callee = word;
                     // Back in frame-pointer code: the chain takes over, unless
                     // the handler found none, then keep following the copy.
-                    if in_main(self, word) && !chain.is_empty() {
+                    if self.in_main(word) && !chain.is_empty() {
                         break;
                     }
                 }
@@ -310,7 +315,7 @@ impl Symbolizer {
                 out.push(RawFrame::Return(ra));
                 // Libraries that keep frame pointers skip nothing: then the
                 // next entry already returns into the caller of this one.
-                let skipped = !in_main(self, ra)
+                let skipped = !self.in_main(ra)
                     && !chain
                         .get(k + 1)
                         .is_some_and(|&up| self.returns_from(up, ra));
@@ -347,10 +352,7 @@ impl Symbolizer {
             if word > 4096 && self.returns_from(word, callee) {
                 out.push(RawFrame::Return(word));
                 callee = word;
-                let in_main = self
-                    .module_of(word)
-                    .is_some_and(|i| self.modules[i].is_main);
-                if in_main {
+                if self.in_main(word) {
                     return;
                 }
             }
