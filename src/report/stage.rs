@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use super::files::Writer;
@@ -137,17 +137,7 @@ impl Stage {
 
     /// Runs until the watchdog hangs up, then writes the final artifacts.
     pub(crate) fn run(mut self, rx: Receiver<Event>) -> (Report, Vec<crate::Error>) {
-        loop {
-            let ev = match rx.try_recv() {
-                Ok(ev) => ev,
-                // Nothing queued: while waiting, give back the debug info's
-                // pages once they are due.
-                Err(TryRecvError::Empty) => match self.wait(&rx) {
-                    Some(ev) => ev,
-                    None => break,
-                },
-                Err(TryRecvError::Disconnected) => break,
-            };
+        while let Some(ev) = self.wait(&rx) {
             self.handle(ev);
             if self.dirty && self.last_flush.elapsed() >= FLUSH_EVERY {
                 self.flush();
@@ -156,8 +146,8 @@ impl Stage {
         self.finish()
     }
 
-    /// The next event, giving back the debug info's pages if they fall due
-    /// first; `None` once the watchdog has hung up.
+    /// The next event, giving back the debug info's pages if the queue stays
+    /// empty until they fall due; `None` once the watchdog has hung up.
     fn wait(&mut self, rx: &Receiver<Event>) -> Option<Event> {
         if let Some(due) = self.sym.release_due_in() {
             match rx.recv_timeout(due) {
