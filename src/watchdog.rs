@@ -138,17 +138,21 @@ impl Proc {
         self.syscall.as_ref()?.read_at(buf, 0).ok()
     }
 
-    /// Whether the thread blocks signal `sig` (`SigBlk` in `status`). Read
-    /// only after a sample went unanswered, so the file is not kept open.
-    fn blocks(&self, sig: i32) -> Option<bool> {
+    /// Whether signal `sig` sits pending and blocked on the thread (`SigPnd`
+    /// and `SigBlk` in `status`): it blocks the signal itself. The blocked
+    /// mask alone would also show our own handler running late, which
+    /// blocks every signal while it runs, but then the signal is no longer
+    /// pending. Read only after a sample went unanswered, so the file is not
+    /// kept open.
+    fn holds_blocked(&self, sig: i32) -> Option<bool> {
         let status =
             std::fs::read_to_string(format!("/proc/self/task/{}/status", self.tid)).ok()?;
-        let hex = status
-            .lines()
-            .find_map(|l| l.strip_prefix("SigBlk:"))?
-            .trim();
-        let mask = u64::from_str_radix(hex, 16).ok()?;
-        Some(sig > 0 && mask & (1u64 << ((sig - 1) % 64)) != 0)
+        let mask = |field: &str| {
+            let hex = status.lines().find_map(|l| l.strip_prefix(field))?.trim();
+            u64::from_str_radix(hex, 16).ok()
+        };
+        let bit = 1u64 << ((sig.max(1) - 1) % 64);
+        Some(mask("SigPnd:")? & mask("SigBlk:")? & bit != 0)
     }
 }
 
@@ -539,11 +543,12 @@ impl Watchdog {
                             // Runnable, or asleep again after answering too
                             // late (a signal wakes an interruptible sleep at
                             // once): it could take the signal, only not in
-                            // time. Uninterruptible sleep (`D`) or a blocked
-                            // signal are real reasons, not starvation.
+                            // time. Uninterruptible sleep (`D`) or a signal
+                            // the thread blocks are real reasons, not
+                            // starvation.
                             if why == Missed::Timeout
                                 && matches!(proc.state(), Some(b'R' | b'S'))
-                                && proc.blocks(signal) == Some(false)
+                                && proc.holds_blocked(signal) == Some(false)
                             {
                                 live.starved += 1;
                             }
