@@ -20,7 +20,26 @@ use crate::error::{Error, Result};
 /// | `POLLWATCH_SIGNAL` | sampling signal: `SIGURG`, `SIGPROF`, `SIGRTMIN+3`, ... | `SIGURG` |
 /// | `POLLWATCH_LIVE` | `0` silences the live stderr lines | on |
 ///
-/// Millisecond values may be fractional (`0.5`). The kill switch `POLLWATCH=0`
+/// Millisecond values may be fractional (`0.5`).
+///
+/// # Bounds
+///
+/// [`start`](Config::start) checks every duration, whether it came from the
+/// builder or from the environment, and refuses one out of range with
+/// [`Error::OutOfRange`] (naming the setting, its value and the range):
+///
+/// | setting | variable | allowed |
+/// |---|---|---|
+/// | [`threshold`](Config::threshold) | `POLLWATCH_THRESHOLD_MS` | 100 µs ..= 1 h |
+/// | [`sample_interval`](Config::sample_interval) | `POLLWATCH_INTERVAL_MS` | 100 µs ..= the threshold |
+///
+/// Below 100 µs a sample (signal, handler, copy, wake-up) would cost the
+/// stuck thread more than it observes; a poll stuck for over an hour is not
+/// what a blocking threshold is for; and an interval longer than the
+/// threshold would leave the shortest episodes without a sample. An
+/// environment value that is not a finite, non-negative number (`-1`, `NaN`,
+/// `inf`, `twenty`) is an [`Error::Env`] already from
+/// [`from_env`](Config::from_env). The kill switch `POLLWATCH=0`
 /// is honoured by [`Config::start`] too, so a deployment can switch pollwatch
 /// off without a code change.
 ///
@@ -80,11 +99,10 @@ impl Config {
         if let Some(v) = lookup("POLLWATCH") {
             self.enabled = parse_switch("POLLWATCH", &v)?;
         }
-        if let Some(v) = lookup("POLLWATCH_THRESHOLD_MS") {
-            self.threshold = parse_ms("POLLWATCH_THRESHOLD_MS", &v)?;
-        }
-        if let Some(v) = lookup("POLLWATCH_INTERVAL_MS") {
-            self.interval = parse_ms("POLLWATCH_INTERVAL_MS", &v)?;
+        for rule in &DURATIONS {
+            if let Some(v) = lookup(rule.env) {
+                (rule.set)(&mut self, parse_ms(rule.env, &v)?);
+            }
         }
         if let Some(v) = lookup("POLLWATCH_DIR") {
             if v.trim().is_empty() {
@@ -113,12 +131,14 @@ impl Config {
     }
 
     /// Sets the blocking threshold: a poll longer than this is an episode.
+    /// Allowed: 100 µs ..= 1 h (checked by [`start`](Config::start)).
     pub fn threshold(mut self, threshold: Duration) -> Self {
         self.threshold = threshold;
         self
     }
 
     /// Sets how often a stuck thread's stack is sampled.
+    /// Allowed: 100 µs ..= the threshold (checked by [`start`](Config::start)).
     pub fn sample_interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
         self
@@ -159,26 +179,19 @@ impl Config {
 
     /// Starts the watchdog and returns the guard that writes the report.
     ///
-    /// See [`Guard`](crate::Guard). Fails with a clear [`Error`] on a bad
-    /// value, an output directory that cannot be created, or a signal that
+    /// See [`Guard`](crate::Guard). Fails with a clear [`Error`] on a value
+    /// out of range (see [Bounds](Config#bounds)), an output directory that cannot be created, or a signal that
     /// already belongs to someone else.
     pub fn start(self) -> Result<crate::Guard> {
         crate::guard::start(self)
     }
 
-    /// Checks ranges and resolves the signal number.
+    /// Checks every setting against its rule in [`DURATIONS`] and resolves the
+    /// signal number. The one check for both sources: an environment value
+    /// arrives here as the same `Duration` the builder would have set.
     pub(crate) fn validate(&self) -> Result<i32> {
-        if self.threshold < Duration::from_micros(100) {
-            return Err(Error::Config(format!(
-                "threshold {:?} is below the 100 µs minimum",
-                self.threshold
-            )));
-        }
-        if self.interval < Duration::from_micros(100) {
-            return Err(Error::Config(format!(
-                "sample interval {:?} is below the 100 µs minimum",
-                self.interval
-            )));
+        for rule in &DURATIONS {
+            rule.check(self)?;
         }
         parse_signal(&self.signal).ok_or_else(|| {
             Error::Config(format!(
@@ -188,6 +201,72 @@ impl Config {
         })
     }
 }
+
+/// The bounds of one duration setting, applied to both the builder and its
+/// environment variable. Adding a setting means adding a row to
+/// [`DURATIONS`] (and a field, a builder method and a line in the docs).
+pub(crate) struct DurationRule {
+    /// The builder method, e.g. `threshold`.
+    pub(crate) setting: &'static str,
+    /// Its `POLLWATCH_*` variable (milliseconds).
+    pub(crate) env: &'static str,
+    pub(crate) min: Duration,
+    /// The largest allowed value; may depend on another setting.
+    pub(crate) max: fn(&Config) -> Duration,
+    /// What `max` is, for the error message when it is not a constant.
+    pub(crate) max_is: &'static str,
+    pub(crate) get: fn(&Config) -> Duration,
+    pub(crate) set: fn(&mut Config, Duration),
+}
+
+impl DurationRule {
+    fn check(&self, cfg: &Config) -> Result<()> {
+        let (value, max) = ((self.get)(cfg), (self.max)(cfg));
+        if (self.min..=max).contains(&value) {
+            return Ok(());
+        }
+        Err(Error::OutOfRange {
+            setting: self.setting,
+            env: self.env,
+            value,
+            min: self.min,
+            max,
+        })
+    }
+}
+
+/// The largest threshold: a poll stuck for an hour is not "blocking" any
+/// more, and with this cap every deadline pollwatch computes (`now +
+/// threshold`, doubled sample intervals) stays far from `Instant`'s limits.
+pub(crate) const MAX_THRESHOLD: Duration = Duration::from_secs(3600);
+/// The smallest threshold and sample interval: one sample (signal, handler,
+/// copy, wake-up) costs tens of microseconds on a loaded machine, so below
+/// this the sampler would take a stuck thread's CPU instead of observing it.
+pub(crate) const MIN_DURATION: Duration = Duration::from_micros(100);
+
+/// Every duration setting and its bounds: the single place they are checked.
+pub(crate) const DURATIONS: [DurationRule; 2] = [
+    DurationRule {
+        setting: "threshold",
+        env: "POLLWATCH_THRESHOLD_MS",
+        min: MIN_DURATION,
+        max: |_| MAX_THRESHOLD,
+        max_is: "",
+        get: |c| c.threshold,
+        set: |c, d| c.threshold = d,
+    },
+    // At most the threshold: a longer interval would leave the shortest
+    // episodes without a single sample.
+    DurationRule {
+        setting: "sample_interval",
+        env: "POLLWATCH_INTERVAL_MS",
+        min: MIN_DURATION,
+        max: |c| c.threshold,
+        max_is: "the threshold",
+        get: |c| c.interval,
+        set: |c, d| c.interval = d,
+    },
+];
 
 /// The watchdog's tick while nothing is stuck, for a given threshold: slow
 /// enough that an idle watchdog costs next to nothing, fast enough that a
@@ -208,17 +287,33 @@ fn parse_switch(var: &'static str, v: &str) -> Result<bool> {
     }
 }
 
+/// What a setting's upper bound is when it is not a constant ("" otherwise),
+/// for [`Error::OutOfRange`]'s message.
+pub(crate) fn max_is(setting: &str) -> &'static str {
+    DURATIONS
+        .iter()
+        .find(|r| r.setting == setting)
+        .map_or("", |r| r.max_is)
+}
+
+/// A number of milliseconds as a `Duration`. Only the syntax is checked here
+/// (a finite, non-negative number); the range is [`Config::validate`]'s, the
+/// same as for the builder. Values too large for a `Duration` saturate so that
+/// the range check refuses them.
 fn parse_ms(var: &'static str, v: &str) -> Result<Duration> {
-    let bad = || Error::Env {
+    let ms: f64 = v.trim().parse().map_err(|_| bad_ms(var, v))?;
+    if !ms.is_finite() || ms < 0.0 {
+        return Err(bad_ms(var, v));
+    }
+    Ok(Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::MAX))
+}
+
+fn bad_ms(var: &'static str, v: &str) -> Error {
+    Error::Env {
         var,
         value: v.to_owned(),
-        expected: "a positive number of milliseconds, e.g. 20 or 0.5",
-    };
-    let ms: f64 = v.trim().parse().map_err(|_| bad())?;
-    if !ms.is_finite() || ms <= 0.0 || ms > 3_600_000.0 {
-        return Err(bad());
+        expected: "a number of milliseconds, e.g. 20 or 0.5",
     }
-    Ok(Duration::from_secs_f64(ms / 1000.0))
 }
 
 /// Signal number for a name. Only signals whose default action is harmless or
@@ -340,8 +435,12 @@ mod tests {
         for (var, val) in [
             ("POLLWATCH_THRESHOLD_MS", "twenty"),
             ("POLLWATCH_THRESHOLD_MS", "-5"),
-            ("POLLWATCH_INTERVAL_MS", "0"),
             ("POLLWATCH_INTERVAL_MS", "NaN"),
+            ("POLLWATCH_INTERVAL_MS", "inf"),
+            ("POLLWATCH_INTERVAL_MS", "-inf"),
+            ("POLLWATCH_THRESHOLD_MS", "1e400"),
+            ("POLLWATCH_THRESHOLD_MS", "-0.5"),
+            ("POLLWATCH_THRESHOLD_MS", ""),
             ("POLLWATCH", "maybe"),
             ("POLLWATCH_SIGNAL", "SIGSEGV"),
             ("POLLWATCH_SIGNAL", "SIGRTMIN+999"),
@@ -363,9 +462,107 @@ mod tests {
         assert_eq!(parse_signal("SIGRTMIN+x"), None);
     }
 
+    /// The setting an [`Error::OutOfRange`] names, or `None` for success.
+    fn refused(c: &Config) -> Option<&'static str> {
+        match c.validate() {
+            Ok(_) => None,
+            Err(Error::OutOfRange {
+                setting,
+                value,
+                min,
+                max,
+                ..
+            }) => {
+                assert!(value < min || value > max, "{value:?} {min:?} {max:?}");
+                Some(setting)
+            }
+            Err(e) => panic!("not a range error: {e:?}"),
+        }
+    }
+
     #[test]
-    fn tiny_values_are_refused_at_start() {
-        let c = Config::default().threshold(Duration::from_micros(10));
-        assert!(matches!(c.validate(), Err(Error::Config(_))));
+    fn threshold_bounds_and_extremes() {
+        let ns = Duration::from_nanos(1);
+        let t = |d| Config::default().threshold(d).sample_interval(MIN_DURATION);
+        for d in [MIN_DURATION, Duration::from_millis(20), MAX_THRESHOLD] {
+            assert_eq!(refused(&t(d)), None, "{d:?}");
+        }
+        for d in [
+            Duration::ZERO,
+            ns,
+            MIN_DURATION - ns,
+            MAX_THRESHOLD + ns,
+            Duration::from_secs(u64::MAX),
+            Duration::MAX,
+        ] {
+            assert_eq!(refused(&t(d)), Some("threshold"), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn interval_bounds_and_extremes() {
+        let ns = Duration::from_nanos(1);
+        let threshold = Duration::from_millis(20);
+        let i = |d| Config::default().threshold(threshold).sample_interval(d);
+        for d in [MIN_DURATION, Duration::from_millis(1), threshold] {
+            assert_eq!(refused(&i(d)), None, "{d:?}");
+        }
+        for d in [
+            Duration::ZERO,
+            MIN_DURATION - ns,
+            threshold + ns,
+            MAX_THRESHOLD,
+            Duration::MAX,
+        ] {
+            assert_eq!(refused(&i(d)), Some("sample_interval"), "{d:?}");
+        }
+        // The default interval (1 ms) under a smaller threshold is refused,
+        // and the message says why.
+        let c = Config::default().threshold(Duration::from_micros(500));
+        let msg = c.validate().unwrap_err().to_string();
+        assert!(
+            msg.contains("sample_interval") && msg.contains("the threshold"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn env_and_builder_give_the_same_verdict() {
+        for (ms, builder) in [
+            ("0", Duration::ZERO),
+            (
+                "0.0999",
+                Duration::from_micros(99) + Duration::from_nanos(900),
+            ),
+            ("0.1", MIN_DURATION),
+            ("20", Duration::from_millis(20)),
+            ("3600000", MAX_THRESHOLD),
+            ("3600000.001", MAX_THRESHOLD + Duration::from_micros(1)),
+            ("1e300", Duration::MAX),
+        ] {
+            let pairs: &'static [(&'static str, &'static str)] = Box::leak(Box::new([
+                ("POLLWATCH_THRESHOLD_MS", ms),
+                ("POLLWATCH_INTERVAL_MS", "0.1"),
+            ]));
+            let from_env = Config::default().apply_env(env(pairs)).unwrap();
+            let from_code = Config::default()
+                .threshold(builder)
+                .sample_interval(MIN_DURATION);
+            assert_eq!(refused(&from_env), refused(&from_code), "{ms}");
+            if let Err(e) = from_env.validate() {
+                assert_eq!(e.to_string(), from_code.validate().unwrap_err().to_string());
+                assert!(e.to_string().contains("POLLWATCH_THRESHOLD_MS"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_rule_round_trips_through_its_setter() {
+        for rule in &DURATIONS {
+            let mut c = Config::default();
+            (rule.set)(&mut c, rule.min);
+            assert_eq!((rule.get)(&c), rule.min, "{}", rule.setting);
+            assert!(rule.env.starts_with("POLLWATCH_"), "{}", rule.env);
+        }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Everything that can go wrong when starting pollwatch or writing its report.
 ///
@@ -19,8 +20,23 @@ pub enum Error {
         /// What was expected instead.
         expected: &'static str,
     },
-    /// A configuration value is out of range.
+    /// A configuration value pollwatch cannot use (an unknown signal name).
     Config(String),
+    /// A duration setting is outside its documented range (see
+    /// [`Config`](crate::Config#bounds)). The same check applies to the
+    /// builder and to the `POLLWATCH_*` variables.
+    OutOfRange {
+        /// The builder method, e.g. `threshold` or `sample_interval`.
+        setting: &'static str,
+        /// The matching environment variable, e.g. `POLLWATCH_THRESHOLD_MS`.
+        env: &'static str,
+        /// The refused value.
+        value: Duration,
+        /// The smallest allowed value.
+        min: Duration,
+        /// The largest allowed value (for `sample_interval`: the threshold).
+        max: Duration,
+    },
     /// The sampling signal already has a handler that is not pollwatch's.
     SignalInUse {
         /// The signal's name, e.g. `SIGPROF`.
@@ -64,6 +80,22 @@ impl fmt::Display for Error {
                 write!(f, "pollwatch: {var}={value:?} is not valid: expected {expected}")
             }
             Error::Config(msg) => write!(f, "pollwatch: invalid configuration: {msg}"),
+            Error::OutOfRange {
+                setting,
+                env,
+                value,
+                min,
+                max,
+            } => {
+                write!(
+                    f,
+                    "pollwatch: {setting} (or {env}) is {value:?}, outside the allowed {min:?}..={max:?}"
+                )?;
+                match crate::config::max_is(setting) {
+                    "" => Ok(()),
+                    what => write!(f, " (at most {what})"),
+                }
+            }
             Error::SignalInUse { signal } => write!(
                 f,
                 "pollwatch: {signal} already has a handler that is not pollwatch's; \

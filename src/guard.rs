@@ -116,12 +116,14 @@ fn killed_by_env() -> Result<bool> {
 }
 
 pub(crate) fn start(cfg: Config) -> Result<Guard> {
+    // Checked first, so that a bad value is an error whether or not the kill
+    // switch is on: a configuration accepted in one run is accepted in all.
+    let signal = cfg.validate()?;
     if !cfg.enabled || killed_by_env()? {
         #[cfg(pollwatch_supported)]
         registry::set_disabled(true);
         return Ok(Guard::disabled());
     }
-    let signal = cfg.validate()?;
     #[cfg(not(pollwatch_supported))]
     {
         static SAID: AtomicBool = AtomicBool::new(false);
@@ -247,7 +249,7 @@ fn fp_probe_3(signal: i32) -> Option<usize> {
     ];
     // Count return addresses that land shortly after the start of our probe
     // functions (each is tiny), plus the one into our caller.
-    let inside = |ra: u64| probes.iter().any(|&p| ra > p && ra < p + 512);
+    let inside = |ra: u64| probes.iter().any(|&p| ra > p && ra - p < 512);
     let found = sample
         .frames
         .iter()

@@ -27,6 +27,52 @@ fn malformed_environment_values_are_clear_errors() {
     }
 }
 
+/// `Duration::MAX` once reached the watchdog, which panicked adding it to an
+/// `Instant` (and with `panic = "abort"` took the host with it). Now every
+/// duration is checked at `start()`, from the builder and from the
+/// environment alike, and nothing starts.
+#[test]
+fn out_of_range_durations_are_refused_at_start() {
+    let _s = serial();
+    let builders = [
+        ("threshold", config("range").threshold(Duration::MAX)),
+        ("threshold", config("range").threshold(Duration::ZERO)),
+        (
+            "sample_interval",
+            config("range").sample_interval(Duration::MAX),
+        ),
+        (
+            "sample_interval",
+            config("range").sample_interval(Duration::ZERO),
+        ),
+    ];
+    for (name, cfg) in builders {
+        let err = cfg.start().expect_err(name);
+        assert!(
+            matches!(err, pollwatch::Error::OutOfRange { setting, .. } if setting == name),
+            "{err:?}"
+        );
+    }
+    for (var, value) in [
+        ("POLLWATCH_THRESHOLD_MS", "1e300"),
+        ("POLLWATCH_THRESHOLD_MS", "0"),
+        ("POLLWATCH_INTERVAL_MS", "3600000"),
+    ] {
+        std::env::set_var(var, value);
+        let err = pollwatch::init().expect_err(var);
+        std::env::remove_var(var);
+        assert!(
+            matches!(err, pollwatch::Error::OutOfRange { env, .. } if env == var),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(var), "{err}");
+    }
+    // Nothing was left running: a good start works.
+    let guard = config("after_range").start().unwrap();
+    assert!(guard.is_active());
+    guard.finish().unwrap();
+}
+
 #[test]
 fn unwritable_output_dir_is_an_error_at_start() {
     let _s = serial();
