@@ -108,7 +108,10 @@ pub use config::Config;
 pub use error::{Error, Result};
 pub use guard::Guard;
 pub use probe::{enter_poll, watch, PollGuard, Watched};
-pub use report::{Counters, Episode, Frame, Overhead, Report, Stack, ThreadState};
+pub use report::{
+    Budget, BudgetExceeded, Counters, Episode, Exceeded, Frame, Overhead, Report, Stack,
+    ThreadState,
+};
 #[cfg(feature = "async-std")]
 pub use runtime::async_std;
 #[cfg(feature = "smol")]
@@ -131,3 +134,8 @@ pub use runtime::tokio;
 pub fn init() -> Result<Guard> {
     Config::from_env()?.start()
 }
+
+// The README's Rust examples compile as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
@@ -183,7 +183,7 @@ fn empty_svg_with(message: &str) -> String {
     )
 }
 
-fn ms(d: std::time::Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     let v = d.as_secs_f64() * 1000.0;
     if v.fract() == 0.0 {
         format!("{v:.0}")
@@ -230,6 +230,95 @@ pub(crate) fn episode_json(ep: &Episode) -> Value {
     })
 }
 
+/// Blocked time at one call site: the top user frame of each episode's
+/// heaviest stack, weighted by the episode's duration.
+pub(crate) struct Site {
+    /// `function (file:line)`, or `[no stack]`.
+    pub(crate) site: String,
+    pub(crate) episodes: u64,
+    pub(crate) blocked: Duration,
+    /// State of the heaviest stack of the first episode seen there.
+    pub(crate) state: String,
+}
+
+/// Call sites of `episodes`, most blocked time first (ties by name, so the
+/// order is stable).
+pub(crate) fn call_sites<'a>(episodes: impl IntoIterator<Item = &'a Episode>) -> Vec<Site> {
+    let mut sites: BTreeMap<String, (u64, Duration, String)> = BTreeMap::new();
+    for ep in episodes {
+        let site = ep
+            .top_user_frame()
+            .or(ep.frames().first())
+            .map(|f| f.to_string())
+            .unwrap_or_else(|| "[no stack]".into());
+        let state = ep
+            .stacks
+            .first()
+            .map(|s| s.state.to_string())
+            .unwrap_or_default();
+        let e = sites.entry(site).or_insert((0, Duration::ZERO, state));
+        e.0 += 1;
+        e.1 += ep.duration;
+    }
+    let mut sites: Vec<Site> = sites
+        .into_iter()
+        .map(|(site, (episodes, blocked, state))| Site {
+            site,
+            episodes,
+            blocked,
+            state,
+        })
+        .collect();
+    sites.sort_by_key(|s| std::cmp::Reverse(s.blocked));
+    sites
+}
+
+/// The first `n` sites as the summary's lines: `  148.2 ms    1×  site  [state]`.
+pub(crate) fn write_sites(s: &mut String, sites: &[Site], n: usize) {
+    for site in sites.iter().take(n) {
+        let _ = writeln!(
+            s,
+            "  {:>8.1} ms  {:>3}×  {}  [{}]",
+            site.blocked.as_secs_f64() * 1000.0,
+            site.episodes,
+            site.site,
+            site.state
+        );
+    }
+}
+
+/// The `n` longest of `episodes`, each with its heaviest stack.
+pub(crate) fn write_longest<'a>(
+    s: &mut String,
+    episodes: impl IntoIterator<Item = &'a Episode>,
+    n: usize,
+) {
+    let mut worst: Vec<&Episode> = episodes.into_iter().collect();
+    worst.sort_by_key(|e| std::cmp::Reverse(e.duration));
+    worst.truncate(n);
+    if worst.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\nlongest episodes:");
+    for ep in worst {
+        let task = super::describe_task(ep.task_id, ep.spawned_at.as_deref())
+            .map(|t| format!(" {t}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "  {:>8.1} ms  {} (tid {}){task}: on-cpu {:.1} ms, off-cpu {:.1} ms",
+            ep.duration.as_secs_f64() * 1000.0,
+            ep.thread,
+            ep.tid,
+            ep.on_cpu.as_secs_f64() * 1000.0,
+            ep.off_cpu.as_secs_f64() * 1000.0,
+        );
+        for f in ep.frames().iter().take(8) {
+            let _ = writeln!(s, "        {f}");
+        }
+    }
+}
+
 /// The human summary (also `Report`'s `Display`).
 pub(crate) fn summary_text(r: &Report) -> String {
     let mut s = String::new();
@@ -241,62 +330,12 @@ pub(crate) fn summary_text(r: &Report) -> String {
         ms(r.threshold),
         r.total_blocked.as_millis()
     );
-    // Top call sites: the top user frame of each episode's heaviest stack,
-    // weighted by the episode's duration.
-    let mut sites: BTreeMap<String, (u64, u128, String)> = BTreeMap::new();
-    for ep in &r.episodes {
-        let site = ep
-            .top_user_frame()
-            .or(ep.frames().first())
-            .map(|f| f.to_string())
-            .unwrap_or_else(|| "[no stack]".into());
-        let state = ep
-            .stacks
-            .first()
-            .map(|s| s.state.to_string())
-            .unwrap_or_default();
-        let e = sites.entry(site).or_insert((0, 0, state));
-        e.0 += 1;
-        e.1 += ep.duration.as_micros();
-    }
-    let mut sites: Vec<_> = sites.into_iter().collect();
-    sites.sort_by_key(|s| std::cmp::Reverse(s.1 .1));
+    let sites = call_sites(&r.episodes);
     if !sites.is_empty() {
         let _ = writeln!(s, "\ntop blocking call sites:");
-        for (site, (n, us, state)) in sites.iter().take(10) {
-            let _ = writeln!(
-                s,
-                "  {:>8.1} ms  {:>3}×  {site}  [{state}]",
-                *us as f64 / 1000.0,
-                n
-            );
-        }
+        write_sites(&mut s, &sites, 10);
     }
-    let worst: Vec<&Episode> = {
-        let mut v: Vec<&Episode> = r.episodes.iter().collect();
-        v.sort_by_key(|e| std::cmp::Reverse(e.duration));
-        v.into_iter().take(5).collect()
-    };
-    if !worst.is_empty() {
-        let _ = writeln!(s, "\nlongest episodes:");
-        for ep in worst {
-            let task = super::describe_task(ep.task_id, ep.spawned_at.as_deref())
-                .map(|t| format!(" {t}"))
-                .unwrap_or_default();
-            let _ = writeln!(
-                s,
-                "  {:>8.1} ms  {} (tid {}){task}: on-cpu {:.1} ms, off-cpu {:.1} ms",
-                ep.duration.as_secs_f64() * 1000.0,
-                ep.thread,
-                ep.tid,
-                ep.on_cpu.as_secs_f64() * 1000.0,
-                ep.off_cpu.as_secs_f64() * 1000.0,
-            );
-            for f in ep.frames().iter().take(8) {
-                let _ = writeln!(s, "        {f}");
-            }
-        }
-    }
+    write_longest(&mut s, &r.episodes, 5);
     let c = &r.counters;
     let notes: Vec<String> = [
         (

@@ -2,6 +2,7 @@
 //! written from them (flamegraph, folded stacks, JSON lines, summary).
 
 pub(crate) mod files;
+mod gate;
 #[cfg(pollwatch_supported)]
 pub(crate) mod stage;
 #[cfg(pollwatch_supported)]
@@ -11,6 +12,8 @@ pub(crate) mod view;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
+
+pub use gate::{Budget, BudgetExceeded, Exceeded};
 
 /// One frame of a symbolized stack.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
