@@ -22,6 +22,21 @@ use crate::error::{Error, Result};
 ///
 /// Millisecond values may be fractional (`0.5`).
 ///
+/// # Which variables override code
+///
+/// [`Config::start`] applies three variables even to a configuration built in
+/// code, because they belong to whoever runs the program, not to whoever wrote
+/// it: a load test or a deployment must be able to switch pollwatch off
+/// (`POLLWATCH`), send the artifacts elsewhere (`POLLWATCH_DIR`) and quieten
+/// stderr (`POLLWATCH_LIVE`) without a code change. The others (threshold,
+/// interval, signal) are the program's: a value set in code wins, and they
+/// apply only through [`Config::from_env`] (or [`init`](crate::init)), so a
+/// test that asserts on its own threshold cannot be changed under its feet.
+/// The list is [`Config::ENV_OVERRIDES`].
+///
+/// The directory is made absolute at start and printed on stderr (when live
+/// lines are on) as pollwatch starts, and again in the line at finish.
+///
 /// # Bounds
 ///
 /// [`start`](Config::start) checks every duration, whether it came from the
@@ -86,11 +101,33 @@ impl Config {
     /// host, passed through by debuggers, unused by libc.
     pub const DEFAULT_SIGNAL: &'static str = "SIGURG";
 
+    /// The environment variables that [`start`](Config::start) applies over a
+    /// configuration set in code (see [above](Config#which-variables-override-code)).
+    pub const ENV_OVERRIDES: [&'static str; 3] = ["POLLWATCH", "POLLWATCH_DIR", "POLLWATCH_LIVE"];
+
     /// Defaults overlaid with the `POLLWATCH_*` environment variables.
     ///
     /// A malformed value is an [`Error::Env`] naming the variable and the value.
     pub fn from_env() -> Result<Self> {
         Self::default().apply_env(|k| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned()))
+    }
+
+    /// Applies the [`ENV_OVERRIDES`](Config::ENV_OVERRIDES) found in the
+    /// process environment: what [`start`](Config::start) does first.
+    pub(crate) fn with_env_overrides(self) -> Result<Self> {
+        self.apply_overrides(|k| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned()))
+    }
+
+    /// [`ENV_OVERRIDES`](Config::ENV_OVERRIDES) from `lookup`, the other
+    /// variables ignored.
+    pub(crate) fn apply_overrides(self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        self.apply_env(|k| {
+            if Self::ENV_OVERRIDES.contains(&k) {
+                lookup(k)
+            } else {
+                None
+            }
+        })
     }
 
     /// Applies variables from `lookup` (a pure function so tests never touch
@@ -145,6 +182,9 @@ impl Config {
     }
 
     /// Sets the directory under which `<exe>-<pid>/` holds the artifacts.
+    /// `POLLWATCH_DIR` in the environment overrides it (see
+    /// [`ENV_OVERRIDES`](Config::ENV_OVERRIDES)); a relative path is taken
+    /// from the current directory at [`start`](Config::start).
     pub fn output_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.output_dir = dir.into();
         self
@@ -158,12 +198,15 @@ impl Config {
     }
 
     /// Turns the live stderr lines (printed while a thread is still stuck) on or off.
+    /// `POLLWATCH_LIVE` in the environment overrides it.
     pub fn live(mut self, on: bool) -> Self {
         self.live = on;
         self
     }
 
     /// Enables or disables pollwatch; a disabled config starts nothing.
+    /// `POLLWATCH` in the environment overrides it (either way: `POLLWATCH=1`
+    /// turns on a configuration disabled in code).
     pub fn enabled(mut self, on: bool) -> Self {
         self.enabled = on;
         self
@@ -451,6 +494,41 @@ mod tests {
             let msg = err.to_string();
             assert!(msg.contains(var) && msg.contains(val.trim()), "{msg}");
         }
+    }
+
+    #[test]
+    fn only_the_deployment_variables_override_code() {
+        let all = env(&[
+            ("POLLWATCH", "off"),
+            ("POLLWATCH_DIR", "/tmp/elsewhere"),
+            ("POLLWATCH_LIVE", "0"),
+            ("POLLWATCH_THRESHOLD_MS", "50"),
+            ("POLLWATCH_INTERVAL_MS", "5"),
+            ("POLLWATCH_SIGNAL", "SIGPROF"),
+        ]);
+        let code = Config::default()
+            .threshold(Duration::from_millis(30))
+            .output_dir("mine");
+        let c = code.apply_overrides(all).unwrap();
+        assert!(!c.enabled && !c.live);
+        assert_eq!(c.output_dir, PathBuf::from("/tmp/elsewhere"));
+        assert_eq!(c.threshold, Duration::from_millis(30));
+        assert_eq!(c.interval, Config::DEFAULT_SAMPLE_INTERVAL);
+        assert_eq!(c.signal, Config::DEFAULT_SIGNAL);
+        // A malformed override is still an error naming it.
+        let err = Config::default()
+            .apply_overrides(env(&[("POLLWATCH_LIVE", "loud")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("POLLWATCH_LIVE"), "{err}");
+        // Without the variables code decides; with them, they do.
+        let off = || Config::default().enabled(false);
+        assert!(!off().apply_overrides(env(&[])).unwrap().enabled);
+        assert!(
+            off()
+                .apply_overrides(env(&[("POLLWATCH", "1")]))
+                .unwrap()
+                .enabled
+        );
     }
 
     #[test]

@@ -105,21 +105,13 @@ impl Drop for Guard {
     }
 }
 
-/// Whether `POLLWATCH` in the environment switches pollwatch off.
-fn killed_by_env() -> Result<bool> {
-    match std::env::var("POLLWATCH") {
-        Ok(v) => Ok(!Config::default()
-            .apply_env(|k| (k == "POLLWATCH").then(|| v.clone()))?
-            .enabled),
-        Err(_) => Ok(false),
-    }
-}
-
 pub(crate) fn start(cfg: Config) -> Result<Guard> {
-    // Checked first, so that a bad value is an error whether or not the kill
-    // switch is on: a configuration accepted in one run is accepted in all.
+    let cfg = cfg.with_env_overrides()?;
+    // Checked before the kill switch, so that a bad value is an error whether
+    // or not pollwatch is on: a configuration accepted in one run is accepted
+    // in all.
     let signal = cfg.validate()?;
-    if !cfg.enabled || killed_by_env()? {
+    if !cfg.enabled {
         #[cfg(pollwatch_supported)]
         registry::set_disabled(true);
         return Ok(Guard::disabled());
@@ -169,7 +161,20 @@ fn start_running(cfg: &Config, signal: i32, pid: u32) -> Result<Running> {
             source,
         },
     })?;
-    let writer = crate::report::files_writer(&cfg.output_dir)?;
+    // Absolute, so that the path printed and returned in the report is
+    // where the files are, whatever the current directory was.
+    let base = std::path::absolute(&cfg.output_dir).map_err(|source| Error::OutputDir {
+        path: cfg.output_dir.clone(),
+        source,
+    })?;
+    let writer = crate::report::files_writer(&base)?;
+    if cfg.live {
+        eprintln!(
+            "pollwatch: watching polls over {:?}; artifacts go to {}",
+            cfg.threshold,
+            writer.dir().display()
+        );
+    }
     check_frame_pointers(signal);
 
     let (tx, rx) = mpsc::sync_channel(CHANNEL_CAPACITY);

@@ -53,6 +53,10 @@ fn the_episode_is_reported_while_the_worker_is_still_stuck() {
             "--test-threads=1",
         ])
         .env(CHILD, "1")
+        // POLLWATCH_DIR overrides the child's `output_dir`, and a relative
+        // one is printed (and used) as an absolute path.
+        .current_dir(env!("CARGO_TARGET_TMPDIR"))
+        .env("POLLWATCH_DIR", "live-override")
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -126,4 +130,26 @@ fn the_episode_is_reported_while_the_worker_is_still_stuck() {
         after.last().unwrap().contains("1 blocking episode"),
         "{after:#?}"
     );
+
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("live-override")
+        .join(format!(
+            "{}-{}",
+            std::env::current_exe()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            child.id()
+        ));
+    let dir = dir.to_str().unwrap();
+    let started = &while_stuck[0];
+    assert!(
+        started.contains("artifacts go to") && started.ends_with(dir),
+        "the first line names the absolute directory {dir}: {started}"
+    );
+    assert!(after.last().unwrap().contains(dir), "{after:#?}");
+    let jsonl = std::fs::read_to_string(format!("{dir}/episodes.jsonl")).unwrap();
+    assert_eq!(jsonl.lines().count(), 1, "{jsonl}");
 }
