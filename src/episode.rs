@@ -37,6 +37,8 @@ pub(crate) struct Started {
     pub(crate) runtime: Option<Arc<str>>,
     pub(crate) task_id: Option<u64>,
     pub(crate) spawned_at: Option<&'static Location<'static>>,
+    /// The innermost named poll's name (a route), if any.
+    pub(crate) label: Option<&'static String>,
     pub(crate) start: SystemTime,
     /// How long the poll had been running when the watchdog noticed.
     pub(crate) stuck_for: Duration,

@@ -87,6 +87,8 @@ mod guard;
 mod probe;
 mod report;
 pub mod runtime;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 // The machinery behind the probes exists where the sampler works (Linux on
 // x86_64 and aarch64, see build.rs); elsewhere the probes are no-ops and

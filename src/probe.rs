@@ -144,6 +144,21 @@ mod imp {
         }
     }
 
+    /// Sets the name of the innermost named poll on this thread (registering
+    /// the thread if needed) and returns the previous one, to be put back
+    /// when that poll ends. Only named polls (`pollwatch::tower`) call this,
+    /// before their `enter` so the name is published by the epoch's
+    /// `Release` store; plain `watch` and tokio's hooks never touch the name,
+    /// so they pay nothing for it.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    #[inline]
+    pub(crate) fn swap_label(label: Option<&'static String>) -> Option<&'static String> {
+        let slot = current()?;
+        let prev = slot.label.load(Ordering::Relaxed);
+        slot.label.store(label, Ordering::Relaxed);
+        prev
+    }
+
     /// `enter` for tokio's before-poll hook, whose matching after-poll hook
     /// cannot carry state.
     #[cfg_attr(not(tokio_unstable), allow(dead_code))]
@@ -216,6 +231,12 @@ mod imp {
 
     #[allow(dead_code)]
     #[inline(always)]
+    pub(crate) fn swap_label(_label: Option<&'static String>) -> Option<&'static String> {
+        None
+    }
+
+    #[allow(dead_code)]
+    #[inline(always)]
     pub(crate) fn enter_hook(_label: Label) {}
 
     #[allow(dead_code)]
@@ -231,7 +252,7 @@ mod imp {
 pub(crate) use imp::forget_current_slot;
 #[cfg_attr(not(tokio_unstable), allow(unused_imports))]
 pub(crate) use imp::{
-    deregister_thread, enter, enter_hook, exit, exit_hook, register_thread, Entered,
+    deregister_thread, enter, enter_hook, exit, exit_hook, register_thread, swap_label, Entered,
 };
 
 /// Marks the calling thread as inside a poll until the guard is dropped: the

@@ -26,6 +26,9 @@ pub(crate) struct Slot {
     pub(crate) task_id: AtomicU64,
     /// Spawn (or `watch`) location of the innermost labelled poll.
     pub(crate) location: AtomicStaticRef<Location<'static>>,
+    /// A name given to the innermost named poll (a route, from
+    /// `pollwatch::tower`); interned, so storing it is one pointer write.
+    pub(crate) label: AtomicStaticRef<String>,
     /// Kernel thread id; 0 while the slot is free.
     pub(crate) tid: AtomicI32,
     /// Bumped on every register and release.
@@ -53,6 +56,7 @@ impl Slot {
             epoch: AtomicU64::new(0),
             task_id: AtomicU64::new(0),
             location: AtomicStaticRef::none(),
+            label: AtomicStaticRef::none(),
             tid: AtomicI32::new(0),
             generation: AtomicU64::new(0),
             exited_in_poll: AtomicBool::new(false),
@@ -152,6 +156,7 @@ pub(crate) fn register_current(runtime: Option<Arc<str>>) -> Option<&'static Slo
     *slot.info.lock().unwrap_or_else(|p| p.into_inner()) = info;
     slot.task_id.store(0, Ordering::Relaxed);
     slot.location.store(None, Ordering::Relaxed);
+    slot.label.store(None, Ordering::Relaxed);
     slot.exited_in_poll.store(false, Ordering::Relaxed);
     slot.generation.fetch_add(1, Ordering::Relaxed);
     slot.tid.store(tid, Ordering::Release);

@@ -420,6 +420,7 @@ impl Watchdog {
             runtime: info.runtime,
             task_id: (task_id != 0).then_some(task_id),
             spawned_at: t.slot.location.load(Ordering::Relaxed),
+            label: t.slot.label.load(Ordering::Relaxed),
             start: SystemTime::now() - stuck,
             stuck_for: stuck,
             excused: excused.clone(),

@@ -114,10 +114,12 @@ fn folded_name(f: &Frame) -> String {
 /// `root;outermost;...;blocking call;[state]` for one stack of an episode.
 #[cfg_attr(not(pollwatch_supported), allow(dead_code))]
 pub(crate) fn folded_line(ep: &Episode, st: &Stack) -> String {
-    let root = match (&ep.spawned_at, ep.task_id) {
-        (Some(at), _) => format!("task spawned at {at}"),
-        (None, Some(id)) => format!("task {id} on {}", ep.thread),
-        (None, None) => format!("thread {}", ep.thread),
+    // A named poll (a route) is the root the user thinks in; else the task.
+    let root = match (&ep.label, &ep.spawned_at, ep.task_id) {
+        (Some(label), _, _) => label.clone(),
+        (None, Some(at), _) => format!("task spawned at {at}"),
+        (None, None, Some(id)) => format!("task {id} on {}", ep.thread),
+        (None, None, None) => format!("thread {}", ep.thread),
     };
     let mut line = root.replace(';', ",");
     for f in st.frames.iter().rev() {
@@ -210,6 +212,7 @@ pub(crate) fn episode_json(ep: &Episode) -> Value {
         "runtime": ep.runtime,
         "task_id": ep.task_id,
         "spawned_at": ep.spawned_at,
+        "label": ep.label,
         "start_unix_ms": start_ms,
         "duration_ms": ep.duration.as_secs_f64() * 1000.0,
         "duration_uncertainty_ms": ep.uncertainty.as_secs_f64() * 1000.0,
@@ -301,7 +304,7 @@ pub(crate) fn write_longest<'a>(
     }
     let _ = writeln!(s, "\nlongest episodes:");
     for ep in worst {
-        let task = super::describe_task(ep.task_id, ep.spawned_at.as_deref())
+        let task = super::describe_poll(ep.label.as_deref(), ep.task_id, ep.spawned_at.as_deref())
             .map(|t| format!(" {t}"))
             .unwrap_or_default();
         let _ = writeln!(

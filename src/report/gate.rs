@@ -280,6 +280,7 @@ mod tests {
             runtime: None,
             task_id: None,
             spawned_at: None,
+            label: None,
             start: SystemTime::UNIX_EPOCH,
             detected_after: Duration::from_millis(20),
             duration: Duration::from_millis(ms),

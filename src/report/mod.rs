@@ -139,6 +139,7 @@ pub struct Episode {
     pub(crate) runtime: Option<String>,
     pub(crate) task_id: Option<u64>,
     pub(crate) spawned_at: Option<String>,
+    pub(crate) label: Option<String>,
     pub(crate) start: SystemTime,
     pub(crate) detected_after: Duration,
     pub(crate) duration: Duration,
@@ -187,6 +188,12 @@ impl Episode {
     /// Where the task was spawned (tokio hooks) or the future wrapped (`watch`), as `file:line:col`.
     pub fn spawned_at(&self) -> Option<&str> {
         self.spawned_at.as_deref()
+    }
+
+    /// The name of the innermost named poll: the route (`GET /users/{id}`)
+    /// for a request watched by [`tower::WatchLayer`](crate::tower::WatchLayer).
+    pub fn label(&self) -> Option<&str> {
+        self.label.as_deref()
     }
 
     /// Wall-clock time the poll began.
@@ -265,6 +272,7 @@ impl Episode {
             + self.thread.capacity()
             + opt(&self.runtime)
             + opt(&self.spawned_at)
+            + opt(&self.label)
             + stacks
     }
 }
@@ -434,6 +442,20 @@ pub(crate) fn describe_task(
     }
 }
 
+/// Who was being polled, with the poll's name first when it has one:
+/// `GET /config (the future watched at src/main.rs:10:5)`.
+pub(crate) fn describe_poll(
+    label: Option<&str>,
+    task_id: Option<u64>,
+    spawned_at: Option<impl fmt::Display>,
+) -> Option<String> {
+    match (label, describe_task(task_id, spawned_at)) {
+        (Some(l), Some(task)) => Some(format!("{l} ({task})")),
+        (Some(l), None) => Some(l.to_owned()),
+        (None, task) => task,
+    }
+}
+
 /// Creates the run's output directory and opens its event log.
 #[cfg(pollwatch_supported)]
 pub(crate) fn files_writer(base: &Path) -> crate::Result<files::Writer> {
@@ -466,6 +488,7 @@ mod tests {
             runtime: None,
             task_id: None,
             spawned_at: None,
+            label: None,
             start: SystemTime::UNIX_EPOCH,
             detected_after: Duration::ZERO,
             duration: Duration::ZERO,

@@ -344,6 +344,7 @@ impl Stage {
             runtime: s.runtime.as_deref().map(str::to_owned),
             task_id: s.task_id,
             spawned_at: s.spawned_at.map(|l| l.to_string()),
+            label: s.label.cloned(),
             start: s.start,
             detected_after: s.stuck_for,
             duration,
@@ -485,7 +486,7 @@ fn who(s: &Started) -> String {
 }
 
 fn task_suffix(s: &Started) -> String {
-    match super::describe_task(s.task_id, s.spawned_at) {
+    match super::describe_poll(s.label.map(String::as_str), s.task_id, s.spawned_at) {
         Some(task) => format!(" of {task}"),
         None => String::new(),
     }

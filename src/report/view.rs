@@ -12,6 +12,8 @@ use super::Frame;
 const ANCHORS: &[&str] = &[
     "pollwatch::probe::Watched<",
     "<pollwatch::probe::Watched<",
+    "pollwatch::tower::WatchFuture<",
+    "pollwatch::tower::WatchService<",
     "tokio::runtime::task::core::Core<",
     "tokio::runtime::task::harness::",
     "tokio::runtime::task::raw::",
@@ -19,6 +21,10 @@ const ANCHORS: &[&str] = &[
     "async_task::runnable::Runnable",
     "<async_task::runnable::Runnable",
 ];
+
+/// The first anchors are pollwatch's own wrappers: dropped wherever they
+/// appear, since they are never the user's code.
+const OWN_ANCHORS: usize = 4;
 
 /// Plumbing between a poll and the user's code, dropped wherever it appears.
 const PLUMBING: &[&str] = &[
@@ -66,7 +72,7 @@ pub(crate) fn trim(frames: &[Frame]) -> Vec<Frame> {
         kept = strip_harness(&kept[..inner]);
     }
     kept.iter()
-        .filter(|f| !matches(f, PLUMBING) && !matches(f, &ANCHORS[..2]))
+        .filter(|f| !matches(f, PLUMBING) && !matches(f, &ANCHORS[..OWN_ANCHORS]))
         .cloned()
         .collect()
 }

@@ -139,6 +139,7 @@ pub fn episode_in<'r>(report: &'r pollwatch::Report, function: &'r str) -> &'r p
                 "worker::run",
                 "task::harness::",
                 "Watched<",
+                "WatchFuture<",
                 "Executor::run",
                 "RawTask<",
             ] {
