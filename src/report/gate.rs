@@ -4,7 +4,7 @@
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
-use super::files::{call_sites, ms, write_longest, write_sites};
+use super::summary::{call_sites, ms, write_longest, write_sites};
 use super::{Episode, Report};
 
 /// How much blocking a run may have before [`Report::check`] fails it.

@@ -2,13 +2,23 @@
 //! written from them (flamegraph, folded stacks, JSON lines, summary).
 
 pub(crate) mod files;
+mod flamegraph;
+mod folded;
 mod gate;
+#[cfg(test)]
+mod golden;
+pub(crate) mod jsonl;
+#[cfg_attr(not(test), allow(dead_code))] // read by the `pollwatch` command, next
+pub(crate) mod load;
+pub(crate) mod stacks;
 #[cfg(pollwatch_supported)]
 pub(crate) mod stage;
+pub(crate) mod summary;
 #[cfg(pollwatch_supported)]
 mod syscalls;
 pub(crate) mod view;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -69,17 +79,37 @@ impl fmt::Display for Frame {
 
 static CWD: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
-/// Keeps a path readable: `…/library/std/src/thread/mod.rs` → `std/src/thread/mod.rs`,
-/// `/home/me/app/src/main.rs` → `app/src/main.rs`.
+/// The directory source paths are shown relative to: the process's working
+/// directory (recorded in `episodes.jsonl` as `cwd`), or the one recorded
+/// there when artifacts are rendered again elsewhere.
+pub(crate) fn path_base() -> Option<&'static str> {
+    CWD.get_or_init(|| {
+        std::env::current_dir()
+            .ok()
+            .map(|d| d.display().to_string())
+    })
+    .as_deref()
+}
+
+/// `s` with every control character (a newline in a thread name, an escape
+/// sequence in a path) replaced by `�`, so no artifact line can be broken or
+/// a terminal reprogrammed by a name.
+pub(crate) fn clean(s: &str) -> Cow<'_, str> {
+    if s.chars().any(char::is_control) {
+        Cow::Owned(
+            s.chars()
+                .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
 pub(crate) fn shorten_path(file: &str) -> &str {
-    if let Some(rest) = CWD
-        .get_or_init(|| {
-            std::env::current_dir()
-                .ok()
-                .map(|d| format!("{}/", d.display()))
-        })
-        .as_deref()
+    if let Some(rest) = path_base()
         .and_then(|cwd| file.strip_prefix(cwd))
+        .and_then(|rest| rest.strip_prefix('/'))
     {
         return rest;
     }
@@ -102,6 +132,25 @@ pub enum ThreadState {
     OnCpu,
     /// Sleeping in the kernel; the syscall's name when known (`futex`, `clock_nanosleep`, `read`).
     OffCpu(Option<String>),
+    /// A state this version does not know, as read back from an
+    /// `episodes.jsonl` written by another version of pollwatch.
+    Other(String),
+}
+
+impl ThreadState {
+    #[cfg_attr(not(test), allow(dead_code))] // read by the `pollwatch` command, next
+    /// The state [`Display`](fmt::Display) printed as `s`: the inverse of
+    /// `to_string`, for reading `episodes.jsonl` back.
+    pub(crate) fn parse(s: &str) -> ThreadState {
+        match s {
+            "on-cpu" => ThreadState::OnCpu,
+            "off-cpu" => ThreadState::OffCpu(None),
+            _ => match s.strip_prefix("off-cpu: ") {
+                Some(sys) => ThreadState::OffCpu(Some(sys.to_owned())),
+                None => ThreadState::Other(s.to_owned()),
+            },
+        }
+    }
 }
 
 impl fmt::Display for ThreadState {
@@ -110,6 +159,7 @@ impl fmt::Display for ThreadState {
             ThreadState::OnCpu => f.write_str("on-cpu"),
             ThreadState::OffCpu(Some(s)) => write!(f, "off-cpu: {s}"),
             ThreadState::OffCpu(None) => f.write_str("off-cpu"),
+            ThreadState::Other(s) => f.write_str(s),
         }
     }
 }
@@ -424,7 +474,7 @@ impl Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&files::summary_text(self))
+        f.write_str(&summary::text(self))
     }
 }
 

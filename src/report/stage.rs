@@ -2,12 +2,13 @@
 //! symbolizes their stacks, prints the live lines, appends `episodes.jsonl`
 //! and, at the end, writes the flamegraph, folded stacks and summary.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use super::files::Writer;
+use super::stacks::Stacks;
 use super::view;
 use super::{syscalls, Episode, Frame, Report, Stack, ThreadState};
 use crate::episode::{EndReason, Event, Started, Tag, WatchdogStats};
@@ -19,10 +20,6 @@ const MAX_EPISODES: usize = 10_000;
 /// typical episode (a few symbolized stacks) takes ~4 KiB, one with 64 deep
 /// stacks over 1 MiB, so a count alone does not bound memory.
 const MAX_EPISODE_BYTES: usize = 4 << 20;
-/// Distinct folded lines kept; the rest are merged into one `[other stacks]` line.
-const MAX_FOLDED: usize = 20_000;
-/// Bytes of distinct folded lines kept (a deep stack's line is kilobytes).
-const MAX_FOLDED_BYTES: usize = 1 << 20;
 /// Distinct stacks kept per episode.
 const MAX_STACKS_PER_EPISODE: usize = 64;
 /// Rewrite the end-of-run files at most this often while running, so that a
@@ -85,8 +82,7 @@ pub(crate) struct Stage {
     writer: Option<Writer>,
     open: HashMap<u64, Open>,
     report: Report,
-    folded: BTreeMap<String, u64>,
-    folded_bytes: usize,
+    stacks: Stacks,
     episode_bytes: usize,
     limit: RateLimit,
     watchdog: WatchdogStats,
@@ -117,8 +113,7 @@ impl Stage {
             writer,
             open: HashMap::new(),
             report,
-            folded: BTreeMap::new(),
-            folded_bytes: 0,
+            stacks: Stacks::default(),
             episode_bytes: 0,
             limit: RateLimit {
                 tokens: RateLimit::BURST,
@@ -373,23 +368,10 @@ impl Stage {
             );
             self.live(&line);
         }
-        for st in &episode.stacks {
-            let line = super::files::folded_line(&episode, st);
-            let fits = self.folded.len() < MAX_FOLDED
-                && self.folded_bytes + line.len() <= MAX_FOLDED_BYTES;
-            if let Some(w) = self.folded.get_mut(&line) {
-                *w += st.weight.as_micros() as u64;
-            } else if fits {
-                self.folded_bytes += line.len();
-                self.folded.insert(line, st.weight.as_micros() as u64);
-            } else {
-                *self.folded.entry("[other stacks]".into()).or_default() +=
-                    st.weight.as_micros() as u64;
-            }
-        }
+        self.stacks.add(&episode);
         if let Some(w) = self.writer.as_mut() {
             let began = Instant::now();
-            if let Err(e) = w.append_episode(&episode) {
+            if let Err(e) = w.append_episode(&episode, self.cfg.threshold) {
                 self.errors.push(e);
             }
             self.write_time += began.elapsed();
@@ -443,7 +425,7 @@ impl Stage {
         self.dirty = false;
         if let Some(w) = self.writer.as_ref() {
             let began = Instant::now();
-            if let Err(e) = w.write_final(&self.report, &self.folded) {
+            if let Err(e) = w.write_final(&self.report, &self.stacks) {
                 self.errors.push(e);
             }
             self.write_time += began.elapsed();

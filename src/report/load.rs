@@ -1,0 +1,115 @@
+//! Artifact directories read back: the episodes of one or more runs (the
+//! replicas of a load test, say) from their `episodes.jsonl`, merged into one
+//! [`Report`] the writers render again.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::files::JSONL;
+use super::jsonl::parse_line;
+use super::stacks::Stacks;
+use super::{Episode, Report};
+
+/// A line of an `episodes.jsonl` that is not an episode, skipped.
+#[derive(Clone, Debug)]
+pub(crate) struct Malformed {
+    pub(crate) file: PathBuf,
+    /// 1-based.
+    pub(crate) line: usize,
+    pub(crate) reason: String,
+}
+
+/// Runs read back and merged.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub(crate) report: Report,
+    pub(crate) stacks: Stacks,
+    /// The `episodes.jsonl` files read.
+    pub(crate) files: Vec<PathBuf>,
+    pub(crate) malformed: Vec<Malformed>,
+    /// The working directory the first run recorded: to show source paths as that
+    /// process did.
+    pub(crate) cwd: Option<String>,
+}
+
+/// The `episodes.jsonl` files of `dir`: its own, or, for a directory of runs
+/// (`target/pollwatch/`), those of each run in it.
+fn jsonl_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let meta = fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("{}: not a directory", dir.display()));
+    }
+    let own = dir.join(JSONL);
+    if own.is_file() {
+        return Ok(vec![own]);
+    }
+    let mut found: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join(JSONL))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    if found.is_empty() {
+        return Err(format!(
+            "{}: no pollwatch artifacts (no {JSONL} in it or in its subdirectories)",
+            dir.display()
+        ));
+    }
+    Ok(found)
+}
+
+/// Reads every run in `dirs`; `Err` for a directory that is missing or holds
+/// no artifacts. Malformed lines are skipped and listed, the rest used.
+pub(crate) fn load(dirs: &[PathBuf]) -> Result<Loaded, String> {
+    let mut files = Vec::new();
+    for d in dirs {
+        files.extend(jsonl_files(d)?);
+    }
+    let mut episodes: Vec<Episode> = Vec::new();
+    let mut malformed = Vec::new();
+    let mut threshold: Option<Duration> = None;
+    let mut cwd: Option<String> = None;
+    for file in &files {
+        let bytes = fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        // A kill mid-write can leave any bytes at the end: read what is text.
+        let text = String::from_utf8_lossy(&bytes);
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            match parse_line(line) {
+                Ok(p) => {
+                    threshold = match (threshold, p.threshold) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    cwd = cwd.or(p.cwd);
+                    episodes.push(p.episode);
+                }
+                Err(reason) => malformed.push(Malformed {
+                    file: file.clone(),
+                    line: i + 1,
+                    reason,
+                }),
+            }
+        }
+    }
+    // In the order they ended, across processes.
+    episodes.sort_by_key(|e| e.start + e.duration);
+    let report = Report {
+        threshold: threshold.unwrap_or(crate::Config::DEFAULT_THRESHOLD),
+        total_episodes: episodes.len() as u64,
+        total_blocked: episodes.iter().map(|e| e.duration).sum(),
+        episodes,
+        ..Report::default()
+    };
+    Ok(Loaded {
+        stacks: Stacks::of(&report.episodes),
+        report,
+        files,
+        malformed,
+        cwd,
+    })
+}

@@ -1,0 +1,173 @@
+//! `summary.txt` (also [`Report`]'s `Display` and the gate's message): the
+//! episodes, the top call sites with file:line and the longest episodes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::{clean, Episode, Report};
+
+/// `20`, `0.5`: a duration in milliseconds, a fraction only when it has one.
+pub(crate) fn ms(d: Duration) -> String {
+    let v = d.as_secs_f64() * 1000.0;
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// Blocked time at one call site: the top user frame of each episode's
+/// heaviest stack, weighted by the episode's duration.
+pub(crate) struct Site {
+    /// `function (file:line)`, or `[no stack]`.
+    pub(crate) site: String,
+    pub(crate) episodes: u64,
+    pub(crate) blocked: Duration,
+    /// State of the heaviest stack of the first episode seen there.
+    pub(crate) state: String,
+}
+
+/// Call sites of `episodes`, most blocked time first (ties by name, so the
+/// order is stable).
+pub(crate) fn call_sites<'a>(episodes: impl IntoIterator<Item = &'a Episode>) -> Vec<Site> {
+    let mut sites: BTreeMap<String, (u64, Duration, String)> = BTreeMap::new();
+    for ep in episodes {
+        let site = ep
+            .top_user_frame()
+            .or(ep.frames().first())
+            .map(|f| clean(&f.to_string()).into_owned())
+            .unwrap_or_else(|| "[no stack]".into());
+        let state = ep
+            .stacks
+            .first()
+            .map(|s| clean(&s.state.to_string()).into_owned())
+            .unwrap_or_default();
+        let e = sites.entry(site).or_insert((0, Duration::ZERO, state));
+        e.0 += 1;
+        e.1 += ep.duration;
+    }
+    let mut sites: Vec<Site> = sites
+        .into_iter()
+        .map(|(site, (episodes, blocked, state))| Site {
+            site,
+            episodes,
+            blocked,
+            state,
+        })
+        .collect();
+    sites.sort_by_key(|s| std::cmp::Reverse(s.blocked));
+    sites
+}
+
+/// The first `n` sites as the summary's lines: `  148.2 ms    1×  site  [state]`.
+pub(crate) fn write_sites(s: &mut String, sites: &[Site], n: usize) {
+    for site in sites.iter().take(n) {
+        let _ = writeln!(
+            s,
+            "  {:>8.1} ms  {:>3}×  {}  [{}]",
+            site.blocked.as_secs_f64() * 1000.0,
+            site.episodes,
+            site.site,
+            site.state
+        );
+    }
+}
+
+/// The `n` longest of `episodes`, each with its heaviest stack.
+pub(crate) fn write_longest<'a>(
+    s: &mut String,
+    episodes: impl IntoIterator<Item = &'a Episode>,
+    n: usize,
+) {
+    let mut worst: Vec<&Episode> = episodes.into_iter().collect();
+    worst.sort_by_key(|e| std::cmp::Reverse(e.duration));
+    worst.truncate(n);
+    if worst.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\nlongest episodes:");
+    for ep in worst {
+        let task = super::describe_poll(ep.label.as_deref(), ep.task_id, ep.spawned_at.as_deref())
+            .map(|t| format!(" {}", clean(&t)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "  {:>8.1} ms  {} (tid {}){task}: on-cpu {:.1} ms, off-cpu {:.1} ms",
+            ep.duration.as_secs_f64() * 1000.0,
+            clean(&ep.thread),
+            ep.tid,
+            ep.on_cpu.as_secs_f64() * 1000.0,
+            ep.off_cpu.as_secs_f64() * 1000.0,
+        );
+        for f in ep.frames().iter().take(8) {
+            let _ = writeln!(s, "        {}", clean(&f.to_string()));
+        }
+    }
+}
+
+/// The human summary (also `Report`'s `Display`).
+pub(crate) fn text(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "pollwatch: {} blocking episode{} (polls longer than {} ms), {} ms blocked in total",
+        r.total_episodes,
+        if r.total_episodes == 1 { "" } else { "s" },
+        ms(r.threshold),
+        r.total_blocked.as_millis()
+    );
+    let sites = call_sites(&r.episodes);
+    if !sites.is_empty() {
+        let _ = writeln!(s, "\ntop blocking call sites:");
+        write_sites(&mut s, &sites, 10);
+    }
+    write_longest(&mut s, &r.episodes, 5);
+    let c = &r.counters;
+    let notes: Vec<String> = [
+        (
+            c.excused,
+            "long polls excused (block_in_place / blocking pool)",
+        ),
+        (
+            c.descheduled,
+            "long polls not reported: the thread was waiting for a CPU",
+        ),
+        (
+            c.runtime_lock_waits,
+            "long polls not reported: waiting on the runtime's own lock (a loaded machine)",
+        ),
+        (
+            c.unsampled,
+            "long polls not reported: they ended before a stack could be taken",
+        ),
+        (
+            c.missed_samples,
+            "samples missed (thread exited or did not answer in time)",
+        ),
+        (c.dropped_samples, "samples dropped (report stage behind)"),
+        (
+            c.dropped_episodes,
+            "episodes kept only in episodes.jsonl (memory limit)",
+        ),
+        (
+            c.suppressed_lines,
+            "live lines suppressed by the rate limit",
+        ),
+        (c.unwatched_threads, "threads not watched (registry full)"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("  {n} {what}"))
+    .collect();
+    if !notes.is_empty() {
+        let _ = writeln!(s, "\nalso:");
+        for n in notes {
+            let _ = writeln!(s, "{n}");
+        }
+    }
+    if let Some(d) = &r.dir {
+        let _ = writeln!(s, "\nartifacts in {}", clean(&d.display().to_string()));
+    }
+    s
+}
