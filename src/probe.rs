@@ -161,7 +161,7 @@ mod imp {
 
     /// `enter` for tokio's before-poll hook, whose matching after-poll hook
     /// cannot carry state.
-    #[cfg_attr(not(tokio_unstable), allow(dead_code))]
+    #[cfg_attr(not(all(tokio_unstable, feature = "tokio")), allow(dead_code))]
     #[inline]
     pub(crate) fn enter_hook(label: Label) {
         if let Entered::Nested(..) = enter(label) {
@@ -172,7 +172,7 @@ mod imp {
     }
 
     /// `exit` for tokio's after-poll hook.
-    #[cfg_attr(not(tokio_unstable), allow(dead_code))]
+    #[cfg_attr(not(all(tokio_unstable, feature = "tokio")), allow(dead_code))]
     #[inline]
     pub(crate) fn exit_hook() {
         let nested = HOOKS_NESTED.get();
@@ -200,6 +200,7 @@ mod imp {
 
     /// Registers the calling thread ahead of its first poll (tokio's
     /// `on_thread_start`), so the first poll pays nothing extra.
+    #[cfg(feature = "tokio")]
     pub(crate) fn register_thread(runtime: Option<std::sync::Arc<str>>) {
         if let Some(slot) = registry::register_current(runtime) {
             SLOT.set(Some(slot));
@@ -207,6 +208,7 @@ mod imp {
     }
 
     /// Releases the calling thread's slot (tokio's `on_thread_stop`).
+    #[cfg(feature = "tokio")]
     pub(crate) fn deregister_thread() {
         registry::deregister_current();
     }
@@ -243,17 +245,20 @@ mod imp {
     #[inline(always)]
     pub(crate) fn exit_hook() {}
 
+    #[cfg(feature = "tokio")]
     pub(crate) fn register_thread(_runtime: Option<std::sync::Arc<str>>) {}
 
+    #[cfg(feature = "tokio")]
     pub(crate) fn deregister_thread() {}
 }
 
 #[cfg(pollwatch_supported)]
 pub(crate) use imp::forget_current_slot;
-#[cfg_attr(not(tokio_unstable), allow(unused_imports))]
-pub(crate) use imp::{
-    deregister_thread, enter, enter_hook, exit, exit_hook, register_thread, swap_label, Entered,
-};
+#[cfg_attr(not(all(tokio_unstable, feature = "tokio")), allow(unused_imports))]
+pub(crate) use imp::{enter, enter_hook, exit, exit_hook, swap_label, Entered};
+// Only the tokio adapter registers threads ahead of their first poll.
+#[cfg(feature = "tokio")]
+pub(crate) use imp::{deregister_thread, register_thread};
 
 /// Marks the calling thread as inside a poll until the guard is dropped: the
 /// probe for custom executors.

@@ -170,6 +170,7 @@ pub(crate) fn register_current(runtime: Option<Arc<str>>) -> Option<&'static Slo
 }
 
 /// Releases the calling thread's slot now (tokio's `on_thread_stop`).
+#[cfg(feature = "tokio")]
 pub(crate) fn deregister_current() {
     crate::probe::forget_current_slot();
     let _ = RELEASE.try_with(|r| drop(r.borrow_mut().take()));
