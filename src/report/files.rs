@@ -1,7 +1,7 @@
 //! The artifact directory: `episodes.jsonl` (appended and flushed per
 //! episode, so a crash loses at most the current one), and the artifacts
 //! rendered from the episodes, `stacks.folded`, `flamegraph.svg`,
-//! `summary.txt` (each written to a temp file and renamed into place). The
+//! `profile.pb.gz`, `summary.txt` (each written to a temp file and renamed into place). The
 //! process writes them as it runs; `pollwatch report` renders them again from
 //! `episodes.jsonl`, with the same writers.
 
@@ -12,13 +12,14 @@ use std::time::Duration;
 
 use super::jsonl::{self, Context};
 use super::stacks::Stacks;
-use super::{flamegraph, folded, summary, Episode, Report};
+use super::{flamegraph, folded, pprof, summary, Episode, Report};
 use crate::error::{Error, Result};
 
 pub(crate) const SVG: &str = "flamegraph.svg";
 pub(crate) const FOLDED: &str = "stacks.folded";
 pub(crate) const JSONL: &str = "episodes.jsonl";
 pub(crate) const SUMMARY: &str = "summary.txt";
+pub(crate) const PPROF: &str = "profile.pb.gz";
 
 /// Owns the output directory of one run.
 #[cfg_attr(not(pollwatch_supported), allow(dead_code))]
@@ -79,11 +80,13 @@ impl Writer {
 }
 
 /// Writes every artifact rendered from the episodes into `dir`: the folded
-/// stacks, the flamegraph and the summary (not `episodes.jsonl`).
+/// stacks, the flamegraph, the pprof profile and the summary (not
+/// `episodes.jsonl`).
 pub(crate) fn write_rendered(dir: &Path, report: &Report, stacks: &Stacks) -> Result<()> {
     let lines = folded::lines(stacks);
     atomic_write(&dir.join(FOLDED), folded::text(&lines).as_bytes())?;
     atomic_write(&dir.join(SVG), &flamegraph::svg(report, &lines))?;
+    atomic_write(&dir.join(PPROF), &pprof::gzipped(report, stacks))?;
     atomic_write(&dir.join(SUMMARY), summary::text(report).as_bytes())
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::jsonl::{self, Context};
 use super::stacks::Stacks;
-use super::{flamegraph, folded, summary, Episode, Frame, Report, Stack, ThreadState};
+use super::{flamegraph, folded, pprof, summary, Episode, Frame, Report, Stack, ThreadState};
 
 fn frame(function: &str, file: Option<&str>, line: Option<u32>) -> Frame {
     Frame {
@@ -241,6 +241,15 @@ fn golden_flamegraph_svg() {
         "flamegraph-empty.svg",
         &flamegraph::svg(&report(vec![]), &Default::default()),
     );
+}
+
+/// Uncompressed (gzip output depends on the compressor's version);
+/// `tests/pprof.rs` decodes it with a real protobuf decoder.
+#[test]
+fn golden_profile_pb() {
+    let eps = episodes();
+    let stacks = Stacks::of(&eps);
+    golden("profile.pb", &pprof::encode(&report(eps), &stacks));
 }
 
 /// `episodes.jsonl` is the source of truth: what is read back from it renders

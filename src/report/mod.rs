@@ -10,6 +10,7 @@ mod golden;
 pub(crate) mod jsonl;
 #[cfg_attr(not(test), allow(dead_code))] // read by the `pollwatch` command, next
 pub(crate) mod load;
+mod pprof;
 pub(crate) mod stacks;
 #[cfg(pollwatch_supported)]
 pub(crate) mod stage;
@@ -464,6 +465,12 @@ impl Report {
     /// `episodes.jsonl` in the output directory.
     pub fn events_path(&self) -> Option<PathBuf> {
         self.dir.as_ref().map(|d| d.join(files::JSONL))
+    }
+
+    /// `profile.pb.gz` in the output directory: the blocked stacks as a pprof
+    /// profile, for `go tool pprof`, Grafana Pyroscope or Parca.
+    pub fn profile_path(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join(files::PPROF))
     }
 
     /// `summary.txt` in the output directory.

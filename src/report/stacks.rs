@@ -26,7 +26,7 @@ pub(crate) struct Key {
 }
 
 /// A frame as the artifacts show it (its address is not part of it).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct FrameKey {
     pub(crate) function: String,
     pub(crate) file: Option<String>,
