@@ -8,13 +8,39 @@ use std::time::{Duration, SystemTime};
 
 use crate::sampler::RawSample;
 
-/// Whether a stuck thread was burning CPU or waiting in the kernel when sampled.
+/// Where a stuck thread's own time went while it was sampled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Tag {
-    /// Running (or runnable) user or kernel code: a CPU loop, a big memcpy.
+    /// Running user code: a CPU loop, a big memcpy.
     OnCpu,
+    /// Running inside the kernel: a long `read` from the page cache,
+    /// `munmap`, page faults (the thread got CPU but could not take a signal).
+    Kernel,
     /// Sleeping in the kernel, in syscall `nr` when known: sleep, lock, I/O wait.
     OffCpu { syscall: Option<u32> },
+}
+
+/// Where a sample's stack comes from.
+#[derive(Debug)]
+pub(crate) enum StackOf {
+    /// Captured now (by the signal handler, or copied from a blocked thread).
+    Captured(Box<RawSample>),
+    /// The same place as the previous sample of this episode.
+    Same,
+    /// No stack could be had; why, in a few words.
+    Unknown(&'static str),
+}
+
+/// A long poll that is not an episode: its own time stayed below the
+/// threshold, the rest was waiting for a CPU.
+#[derive(Clone, Debug)]
+pub(crate) struct Descheduled {
+    pub(crate) thread: String,
+    pub(crate) tid: i32,
+    pub(crate) spawned_at: Option<&'static Location<'static>>,
+    pub(crate) task_id: Option<u64>,
+    pub(crate) wall: Duration,
+    pub(crate) own: Duration,
 }
 
 /// Why an episode ended.
@@ -52,12 +78,10 @@ pub(crate) struct Started {
 #[derive(Debug)]
 pub(crate) enum Event {
     Started(Box<Started>),
-    /// `weight_us` of blocked time with state `tag`. `raw` is the stack; `None`
-    /// means "same place as the previous sample" (the thread sat in the same
-    /// syscall, so it was not signalled) or a missed sample.
+    /// `weight_us` of the poll's own time, spent in state `tag`, at `stack`.
     Sample {
         id: u64,
-        raw: Option<Box<RawSample>>,
+        stack: StackOf,
         weight_us: u64,
         tag: Tag,
     },
@@ -73,14 +97,14 @@ pub(crate) enum Event {
         /// tick timing (large only when the watchdog itself was starved).
         uncertainty: Duration,
         missed: u32,
+        /// CPU time of the thread during the poll (from its first look).
+        on_cpu: Duration,
+        /// Time the thread was runnable but not running during the poll.
+        runnable: Duration,
         reason: EndReason,
     },
-    /// Not an episode after all: no sample could be taken, because the
-    /// thread got no CPU to answer on or the poll ended first. Forget it;
-    /// the watchdog counts it.
-    Withdrawn {
-        id: u64,
-    },
+    /// A long poll excused as waiting for a CPU.
+    Descheduled(Box<Descheduled>),
     /// The watchdog stopped; its counters.
     Finished(WatchdogStats),
 }
@@ -88,11 +112,8 @@ pub(crate) enum Event {
 /// Counters the watchdog keeps about what it saw but did not report.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct WatchdogStats {
-    /// Polls that crossed the threshold only because the thread waited for a
-    /// CPU, or withdrawn because it never got one to answer a sample on.
+    /// Polls that crossed the threshold only because the thread waited for a CPU.
     pub(crate) descheduled: u64,
-    /// Episodes withdrawn because their poll ended before a single sample.
-    pub(crate) unsampled: u64,
     /// Signals that got no answer before the deadline.
     pub(crate) missed: u64,
     /// Samples dropped because the report stage fell behind.

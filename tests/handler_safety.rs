@@ -104,10 +104,9 @@ fn threads_that_exit_while_watched() {
     }
 }
 
-/// Blocks for 150 ms in one poll on a thread that blocks every signal:
-/// samples of it time out, and the episode must still be reported, with the
-/// misses counted and nothing hung.
-fn blocked_signal_episode(test: &str, block: fn(Duration) -> Duration) {
+/// Blocks for 150 ms in one poll on a thread that blocks every signal: the
+/// episode must still be reported and nothing hung. Returns the report.
+fn blocked_signal_episode(test: &str, block: fn(Duration) -> Duration) -> pollwatch::Report {
     let _s = serial();
     let guard = config(test).start().unwrap();
     let t = std::thread::spawn(move || {
@@ -122,22 +121,33 @@ fn blocked_signal_episode(test: &str, block: fn(Duration) -> Duration) {
         .first()
         .unwrap_or_else(|| panic!("episode with blocked signals not reported:\n{report}"));
     assert!(ep.duration() >= Duration::from_millis(100), "{report}");
-    assert!(report.counters().missed_samples >= 1, "{report}");
+    report
 }
 
 #[test]
-fn a_thread_with_the_signal_blocked_only_misses_samples() {
-    // Some C libraries block all signals on their threads.
-    blocked_signal_episode("blocked_signal", blocking_sleep);
+fn a_sleeping_thread_with_the_signal_blocked_is_read_without_one() {
+    // Some C libraries block all signals on their threads. A sleeping
+    // thread is never signalled anyway: its stack is copied from outside.
+    let report = blocked_signal_episode("blocked_signal", blocking_sleep);
+    let ep = &report.episodes()[0];
+    assert!(ep.blocked_in("blocking_sleep"), "{report}");
+    assert_eq!(report.counters().missed_samples, 0, "{report}");
 }
 
 #[test]
 fn a_cpu_loop_with_the_signal_blocked_is_still_reported() {
-    // A thread that runs user code but never answers could also be one whose
-    // virtual CPU the hypervisor stopped; pollwatch withdraws those episodes.
-    // This one does not answer because it blocks the signal, which /proc
-    // shows: it must still be reported.
-    blocked_signal_episode("blocked_signal_cpu", cpu_spin);
+    // A running thread that blocks the signal cannot be sampled: /proc
+    // shows it blocks the signal, and the episode is reported without a
+    // stack, saying why, with the misses counted.
+    let report = blocked_signal_episode("blocked_signal_cpu", cpu_spin);
+    let ep = &report.episodes()[0];
+    assert!(ep.on_cpu() > ep.off_cpu(), "{report}");
+    assert!(
+        ep.blocked_in("blocks the sampling signal"),
+        "{report}\n{:?}",
+        ep.stacks()
+    );
+    assert!(report.counters().missed_samples >= 1, "{report}");
 }
 
 fn block_all_signals() {

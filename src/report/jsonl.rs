@@ -53,6 +53,7 @@ pub(crate) fn episode_json(ep: &Episode, ctx: &Context<'_>) -> Value {
         "missed_samples": ep.missed,
         "on_cpu_ms": ms_f64(ep.on_cpu),
         "off_cpu_ms": ms_f64(ep.off_cpu),
+        "runnable_ms": ms_f64(ep.runnable),
         "stack": ep.frames().iter().map(frame_json).collect::<Vec<_>>(),
         "top_user_frame": ep.top_user_frame().map(frame_json),
         "ended_by": ep.ended_by,
@@ -113,6 +114,7 @@ pub(crate) fn parse_line(line: &str) -> Result<Parsed, String> {
         missed: u(o, "missed_samples").map_or(0, |n| n.min(u32::MAX.into()) as u32),
         on_cpu: dur(o, "on_cpu_ms").unwrap_or_default(),
         off_cpu: dur(o, "off_cpu_ms").unwrap_or_default(),
+        runnable: dur(o, "runnable_ms").unwrap_or_default(),
         stacks,
         ended_by: match o.get("ended_by").and_then(Value::as_str) {
             Some("poll_returned") | None => "poll_returned",

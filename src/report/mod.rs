@@ -125,14 +125,19 @@ pub(crate) fn shorten_path(file: &str) -> &str {
     file
 }
 
-/// Where a sampled thread was: on a CPU, or waiting in the kernel.
+/// Where a sampled thread's own time went: running your code, running in
+/// the kernel, or asleep in the kernel. (Time it spent waiting for a CPU is
+/// not the poll's own: it is in [`Episode::runnable`], not in any stack.)
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ThreadState {
-    /// Running code (a CPU loop, a big copy, a hash of a large buffer).
+    /// Running user code (a CPU loop, a big copy, a hash of a large buffer).
     OnCpu,
     /// Sleeping in the kernel; the syscall's name when known (`futex`, `clock_nanosleep`, `read`).
     OffCpu(Option<String>),
+    /// Running inside the kernel, on a CPU: a long `read` from the page
+    /// cache, `munmap`, page faults. The syscall's name when known.
+    Syscall(Option<String>),
     /// A state this version does not know, as read back from an
     /// `episodes.jsonl` written by another version of pollwatch.
     Other(String),
@@ -146,9 +151,11 @@ impl ThreadState {
         match s {
             "on-cpu" => ThreadState::OnCpu,
             "off-cpu" => ThreadState::OffCpu(None),
-            _ => match s.strip_prefix("off-cpu: ") {
-                Some(sys) => ThreadState::OffCpu(Some(sys.to_owned())),
-                None => ThreadState::Other(s.to_owned()),
+            "syscall" => ThreadState::Syscall(None),
+            _ => match (s.strip_prefix("off-cpu: "), s.strip_prefix("syscall: ")) {
+                (Some(sys), _) => ThreadState::OffCpu(Some(sys.to_owned())),
+                (_, Some(sys)) => ThreadState::Syscall(Some(sys.to_owned())),
+                _ => ThreadState::Other(s.to_owned()),
             },
         }
     }
@@ -160,6 +167,8 @@ impl fmt::Display for ThreadState {
             ThreadState::OnCpu => f.write_str("on-cpu"),
             ThreadState::OffCpu(Some(s)) => write!(f, "off-cpu: {s}"),
             ThreadState::OffCpu(None) => f.write_str("off-cpu"),
+            ThreadState::Syscall(Some(s)) => write!(f, "syscall: {s}"),
+            ThreadState::Syscall(None) => f.write_str("syscall"),
             ThreadState::Other(s) => f.write_str(s),
         }
     }
@@ -199,6 +208,7 @@ pub struct Episode {
     pub(crate) missed: u32,
     pub(crate) on_cpu: Duration,
     pub(crate) off_cpu: Duration,
+    pub(crate) runnable: Duration,
     pub(crate) stacks: Vec<Stack>,
     pub(crate) ended_by: &'static str,
 }
@@ -266,22 +276,32 @@ impl Episode {
         self.samples
     }
 
-    /// Time the thread spent running on a CPU during the episode.
+    /// Time the thread spent running on a CPU during the episode, in user
+    /// code or in the kernel (the thread's CPU clock).
     pub fn on_cpu(&self) -> Duration {
         self.on_cpu
     }
 
-    /// Time the thread spent waiting in the kernel during the episode.
+    /// Time the thread spent asleep in the kernel during the episode.
     pub fn off_cpu(&self) -> Duration {
         self.off_cpu
     }
 
-    /// The heaviest stack's frames, innermost first: where the poll blocked.
+    /// Time the thread was runnable but not running during the episode: it
+    /// waited for a CPU (the scheduler's `schedstat`). Not the poll's own
+    /// doing, so not in any stack's weight; `on_cpu + off_cpu + runnable`
+    /// is the duration.
+    pub fn runnable(&self) -> Duration {
+        self.runnable
+    }
+
+    /// The heaviest stack of the heaviest call site, innermost first: where the poll blocked.
     pub fn frames(&self) -> &[Frame] {
         self.heaviest().map_or(&[], |s| &s.frames)
     }
 
-    /// Every distinct stack seen, heaviest first.
+    /// Every distinct stack seen, heaviest call site first (stacks grouped by
+    /// their innermost frame of your code), heaviest stack first within one.
     pub fn stacks(&self) -> &[Stack] {
         &self.stacks
     }
@@ -334,17 +354,18 @@ impl Episode {
 pub struct Counters {
     /// Long polls inside `block_in_place` or on the blocking pool, where blocking belongs.
     pub excused: u64,
-    /// Polls that looked long only because the thread waited for a CPU, or
-    /// that never answered a sample because it had no CPU to run on (in a
-    /// virtual machine, a stopped virtual CPU also looks like running time).
+    /// Polls longer than the threshold whose own time was not: the rest was
+    /// their thread waiting for a CPU. The longest are named in
+    /// [`Report::descheduled`].
     pub descheduled: u64,
     /// Polls that were long only while waiting for a lock inside the async
     /// runtime itself (tokio's timer or channel locks, say): such a lock is
     /// held for nanoseconds, so the wait means its holder was descheduled on
     /// a machine short of CPU. Not reported.
     pub runtime_lock_waits: u64,
-    /// Polls over the threshold that ended as they were noticed, before a
-    /// single stack could be taken: nothing to show, not reported.
+    /// Always 0: a poll whose own time passed the threshold is reported
+    /// even when no stack could be taken (its stack then says why). Kept
+    /// so code that reads it still builds.
     pub unsampled: u64,
     /// Sample signals that got no answer in time (thread exiting, signal blocked).
     pub missed_samples: u64,
@@ -356,6 +377,64 @@ pub struct Counters {
     pub suppressed_lines: u64,
     /// Threads not watched because the registry was full.
     pub unwatched_threads: u64,
+}
+
+/// A poll longer than the threshold in wall time that was not reported,
+/// because its own time stayed below the threshold: the rest was its thread
+/// waiting for a CPU (a loaded machine, not the program's blocking).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct DescheduledPoll {
+    pub(crate) thread: String,
+    pub(crate) tid: i32,
+    pub(crate) task: Option<String>,
+    pub(crate) wall: Duration,
+    pub(crate) own: Duration,
+}
+
+impl DescheduledPoll {
+    /// Name of the thread.
+    pub fn thread_name(&self) -> &str {
+        &self.thread
+    }
+
+    /// Kernel thread id.
+    pub fn tid(&self) -> i32 {
+        self.tid
+    }
+
+    /// Who was polled (`task 7 spawned at src/main.rs:10:5`, or the `watch`
+    /// site), when known.
+    pub fn task(&self) -> Option<&str> {
+        self.task.as_deref()
+    }
+
+    /// How long the poll took.
+    pub fn wall(&self) -> Duration {
+        self.wall
+    }
+
+    /// How much of that was the poll's own time (on a CPU or asleep).
+    pub fn own(&self) -> Duration {
+        self.own
+    }
+}
+
+impl fmt::Display for DescheduledPoll {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (tid {}){}: {:.1} ms, of which {:.1} ms its own",
+            self.thread,
+            self.tid,
+            self.task
+                .as_ref()
+                .map(|t| format!(", {t}"))
+                .unwrap_or_default(),
+            self.wall.as_secs_f64() * 1000.0,
+            self.own.as_secs_f64() * 1000.0
+        )
+    }
 }
 
 /// What pollwatch itself spent while it ran, for judging its overhead.
@@ -414,6 +493,7 @@ pub struct Report {
     pub(crate) overhead: Overhead,
     pub(crate) total_episodes: u64,
     pub(crate) total_blocked: Duration,
+    pub(crate) descheduled: Vec<DescheduledPoll>,
 }
 
 impl Report {
@@ -440,6 +520,13 @@ impl Report {
     /// What was seen but not reported as an episode, or dropped.
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// The longest polls not reported because their time went to waiting
+    /// for a CPU (up to 20, longest first; all are counted in
+    /// [`Counters::descheduled`]).
+    pub fn descheduled(&self) -> &[DescheduledPoll] {
+        &self.descheduled
     }
 
     /// What pollwatch spent: capture latencies, symbolization and writing time.
@@ -554,6 +641,7 @@ mod tests {
             missed: 0,
             on_cpu: Duration::ZERO,
             off_cpu: Duration::ZERO,
+            runnable: Duration::ZERO,
             stacks: Vec::new(),
             ended_by: "poll_returned",
         };

@@ -11,7 +11,7 @@ use super::files::Writer;
 use super::stacks::Stacks;
 use super::view;
 use super::{syscalls, Episode, Frame, Report, Stack, ThreadState};
-use crate::episode::{EndReason, Event, Started, Tag, WatchdogStats};
+use crate::episode::{Descheduled, EndReason, Event, StackOf, Started, Tag, WatchdogStats};
 use crate::symbolize::{RawFrame, Symbolizer};
 
 /// Episodes kept in memory for [`Report::episodes`]; later ones are still written.
@@ -25,6 +25,8 @@ const MAX_STACKS_PER_EPISODE: usize = 64;
 /// Rewrite the end-of-run files at most this often while running, so that a
 /// process that never finishes its guard still leaves a recent flamegraph.
 const FLUSH_EVERY: Duration = Duration::from_secs(2);
+/// Polls excused as waiting for a CPU that the report names (the longest).
+const MAX_DESCHEDULED: usize = 20;
 
 /// Settings of the report stage.
 pub(crate) struct StageConfig {
@@ -34,6 +36,8 @@ pub(crate) struct StageConfig {
 
 struct Agg {
     raw: Vec<RawFrame>,
+    /// Why there is no stack, when `raw` is empty.
+    why: Option<&'static str>,
     tag: Tag,
     frames: Vec<Frame>,
     weight_us: u64,
@@ -43,8 +47,6 @@ struct Open {
     started: Box<Started>,
     stacks: Vec<Agg>,
     last: Option<usize>,
-    on_cpu_us: u64,
-    off_cpu_us: u64,
     samples: u32,
     excused: bool,
     announced: bool,
@@ -164,8 +166,6 @@ impl Stage {
                         started: s,
                         stacks: Vec::new(),
                         last: None,
-                        on_cpu_us: 0,
-                        off_cpu_us: 0,
                         samples: 0,
                         excused: false,
                         announced: false,
@@ -174,10 +174,10 @@ impl Stage {
             }
             Event::Sample {
                 id,
-                raw,
+                stack,
                 weight_us,
                 tag,
-            } => self.sample(id, raw, weight_us, tag),
+            } => self.sample(id, stack, weight_us, tag),
             Event::Progress { id, elapsed } => {
                 if let Some(o) = self.open.get(&id) {
                     // Only after the first line about this episode: an
@@ -197,55 +197,64 @@ impl Stage {
                 duration,
                 uncertainty,
                 missed,
+                on_cpu,
+                runnable,
                 reason,
-            } => self.ended(id, duration, uncertainty, missed, reason),
-            Event::Withdrawn { id } => {
-                self.open.remove(&id);
-            }
+            } => self.ended(
+                id,
+                Ended {
+                    duration,
+                    uncertainty,
+                    missed,
+                    on_cpu,
+                    runnable,
+                    reason,
+                },
+            ),
+            Event::Descheduled(d) => self.descheduled(*d),
             Event::Finished(stats) => self.watchdog = stats,
         }
     }
 
-    fn sample(
-        &mut self,
-        id: u64,
-        raw: Option<Box<crate::sampler::RawSample>>,
-        weight_us: u64,
-        tag: Tag,
-    ) {
+    fn sample(&mut self, id: u64, stack: StackOf, weight_us: u64, tag: Tag) {
         let Some(o) = self.open.get_mut(&id) else {
             return;
         };
         o.samples = o.samples.saturating_add(1);
-        match tag {
-            Tag::OnCpu => o.on_cpu_us += weight_us,
-            Tag::OffCpu { .. } => o.off_cpu_us += weight_us,
-        }
         let began = Instant::now();
-        let stack = match raw {
-            Some(raw) => self.sym.repair(&raw),
-            None => match o.last {
-                Some(i) => o.stacks[i].raw.clone(),
-                None => Vec::new(),
+        let (stack, why) = match stack {
+            StackOf::Captured(raw) => (self.sym.repair(&raw), None),
+            StackOf::Same => match o.last {
+                Some(i) => (o.stacks[i].raw.clone(), o.stacks[i].why),
+                None => (Vec::new(), Some(no_stack_yet(tag))),
             },
+            StackOf::Unknown(why) => (Vec::new(), Some(why)),
         };
-        let idx = match o.stacks.iter().position(|a| a.raw == stack && a.tag == tag) {
+        let why = if stack.is_empty() {
+            why.or(Some(no_stack_yet(tag)))
+        } else {
+            None
+        };
+        let idx = match o
+            .stacks
+            .iter()
+            .position(|a| a.raw == stack && a.tag == tag && a.why == why)
+        {
             Some(i) => i,
             None if o.stacks.len() < MAX_STACKS_PER_EPISODE => {
-                let frames = if stack.is_empty() {
-                    vec![Frame {
-                        function: "[no stack: the thread did not answer the sampling signal]"
-                            .into(),
+                let frames = match why {
+                    Some(why) => vec![Frame {
+                        function: format!("[no stack: {why}]"),
                         file: None,
                         line: None,
                         address: 0,
                         inlined: false,
-                    }]
-                } else {
-                    self.sym.symbolize(&stack)
+                    }],
+                    None => self.sym.symbolize(&stack),
                 };
                 o.stacks.push(Agg {
                     raw: stack,
+                    why,
                     tag,
                     frames,
                     weight_us: 0,
@@ -287,14 +296,32 @@ impl Stage {
         self.live(&line);
     }
 
-    fn ended(
-        &mut self,
-        id: u64,
-        duration: Duration,
-        uncertainty: Duration,
-        missed: u32,
-        reason: EndReason,
-    ) {
+    fn descheduled(&mut self, d: Descheduled) {
+        let list = &mut self.report.descheduled;
+        let poll = super::DescheduledPoll {
+            thread: d.thread,
+            tid: d.tid,
+            task: super::describe_task(d.task_id, d.spawned_at),
+            wall: d.wall,
+            own: d.own,
+        };
+        let at = list.partition_point(|p| p.wall >= poll.wall);
+        if at < MAX_DESCHEDULED {
+            list.insert(at, poll);
+            list.truncate(MAX_DESCHEDULED);
+            self.dirty = true;
+        }
+    }
+
+    fn ended(&mut self, id: u64, end: Ended) {
+        let Ended {
+            duration,
+            uncertainty,
+            missed,
+            on_cpu,
+            runnable,
+            reason,
+        } = end;
         let Some(o) = self.open.remove(&id) else {
             return;
         };
@@ -330,7 +357,27 @@ impl Stage {
                 raw: a.raw.iter().map(|r| r.address()).collect(),
             })
             .collect();
-        stacks.sort_by_key(|s| std::cmp::Reverse(s.weight));
+        // Heaviest call site first: a CPU loop's samples land on many
+        // addresses of one function, and together they outweigh a single
+        // address it visits often (a clock read, where a preempted thread
+        // resumes), so stacks are ranked by their call site's total.
+        let site = |s: &Stack| {
+            view::top_user_frame(&s.frames)
+                .or(s.frames.first())
+                .map(|f| f.function.clone())
+                .unwrap_or_default()
+        };
+        let mut by_site: HashMap<String, Duration> = HashMap::new();
+        for st in &stacks {
+            *by_site.entry(site(st)).or_default() += st.weight;
+        }
+        stacks.sort_by_key(|s| {
+            (
+                std::cmp::Reverse(by_site[&site(s)]),
+                site(s),
+                std::cmp::Reverse(s.weight),
+            )
+        });
         let s = &o.started;
         let episode = Episode {
             id,
@@ -346,8 +393,9 @@ impl Stage {
             uncertainty,
             samples: o.samples,
             missed,
-            on_cpu: Duration::from_micros(o.on_cpu_us),
-            off_cpu: Duration::from_micros(o.off_cpu_us),
+            on_cpu: on_cpu.min(duration),
+            off_cpu: duration.saturating_sub(on_cpu).saturating_sub(runnable),
+            runnable: runnable.min(duration.saturating_sub(on_cpu)),
             stacks,
             ended_by: match reason {
                 EndReason::PollReturned => "poll_returned",
@@ -355,7 +403,22 @@ impl Stage {
                 EndReason::Stopped => "still_blocked_at_stop",
             },
         };
-        if o.announced {
+        if !o.announced {
+            // No stack of the user's code came (the thread could not be
+            // sampled): the episode is still real, and said so here.
+            let line = format!(
+                "pollwatch: {} blocked {} ms in one poll{}: {}",
+                who(s),
+                duration.as_millis(),
+                task_suffix(s),
+                episode
+                    .frames()
+                    .first()
+                    .map(|f| f.to_string())
+                    .unwrap_or_default()
+            );
+            self.live(&line);
+        } else {
             let at = episode
                 .top_user_frame()
                 .or(episode.frames().first())
@@ -403,7 +466,6 @@ impl Stage {
         let c = &mut self.report.counters;
         c.descheduled = self.watchdog.descheduled;
         c.runtime_lock_waits = self.runtime_lock_waits;
-        c.unsampled = self.watchdog.unsampled;
         c.missed_samples = self.watchdog.missed;
         c.dropped_samples = self.watchdog.dropped;
         c.suppressed_lines = self.limit.suppressed;
@@ -440,7 +502,15 @@ impl Stage {
         // so this only happens if it died).
         let open: Vec<u64> = self.open.keys().copied().collect();
         for id in open {
-            self.ended(id, Duration::ZERO, Duration::ZERO, 0, EndReason::Stopped);
+            let end = Ended {
+                duration: Duration::ZERO,
+                uncertainty: Duration::ZERO,
+                missed: 0,
+                on_cpu: Duration::ZERO,
+                runnable: Duration::ZERO,
+                reason: EndReason::Stopped,
+            };
+            self.ended(id, end);
         }
         self.flush();
         if self.cfg.live || self.report.total_episodes > 0 {
@@ -474,9 +544,29 @@ fn task_suffix(s: &Started) -> String {
     }
 }
 
+/// What an `Event::Ended` carries, by name.
+struct Ended {
+    duration: Duration,
+    uncertainty: Duration,
+    missed: u32,
+    on_cpu: Duration,
+    runnable: Duration,
+    reason: EndReason,
+}
+
+/// Why a sample has no stack when none was ever taken in its episode.
+fn no_stack_yet(tag: Tag) -> &'static str {
+    match tag {
+        Tag::OnCpu => "the thread did not answer the sampling signal",
+        Tag::Kernel => "the thread stayed in the kernel",
+        Tag::OffCpu { .. } => "the thread was blocked in the kernel",
+    }
+}
+
 pub(crate) fn state_of(tag: Tag) -> ThreadState {
     match tag {
         Tag::OnCpu => ThreadState::OnCpu,
+        Tag::Kernel => ThreadState::Syscall(None),
         Tag::OffCpu { syscall } => {
             ThreadState::OffCpu(syscall.map(|nr| match syscalls::name(nr) {
                 Some(n) => n.to_owned(),

@@ -93,12 +93,13 @@ pub(crate) fn write_longest<'a>(
             .unwrap_or_default();
         let _ = writeln!(
             s,
-            "  {:>8.1} ms  {} (tid {}){task}: on-cpu {:.1} ms, off-cpu {:.1} ms",
+            "  {:>8.1} ms  {} (tid {}){task}: on-cpu {:.1} ms, off-cpu {:.1} ms, waiting for a CPU {:.1} ms",
             ep.duration.as_secs_f64() * 1000.0,
             clean(&ep.thread),
             ep.tid,
             ep.on_cpu.as_secs_f64() * 1000.0,
             ep.off_cpu.as_secs_f64() * 1000.0,
+            ep.runnable.as_secs_f64() * 1000.0,
         );
         for f in ep.frames().iter().take(8) {
             let _ = writeln!(s, "        {}", clean(&f.to_string()));
@@ -131,15 +132,11 @@ pub(crate) fn text(r: &Report) -> String {
         ),
         (
             c.descheduled,
-            "long polls not reported: the thread was waiting for a CPU",
+            "long polls not reported: their own time was under the threshold, the rest was waiting for a CPU",
         ),
         (
             c.runtime_lock_waits,
             "long polls not reported: waiting on the runtime's own lock (a loaded machine)",
-        ),
-        (
-            c.unsampled,
-            "long polls not reported: they ended before a stack could be taken",
         ),
         (
             c.missed_samples,
@@ -164,6 +161,12 @@ pub(crate) fn text(r: &Report) -> String {
         let _ = writeln!(s, "\nalso:");
         for n in notes {
             let _ = writeln!(s, "{n}");
+        }
+    }
+    if !r.descheduled.is_empty() {
+        let _ = writeln!(s, "\nlongest polls excused as waiting for a CPU:");
+        for p in r.descheduled.iter().take(5) {
+            let _ = writeln!(s, "  {}", clean(&p.to_string()));
         }
     }
     if let Some(d) = &r.dir {

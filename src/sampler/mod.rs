@@ -1,12 +1,16 @@
 //! Capturing the stack of a stuck thread, on request from the watchdog.
 //!
-//! There is one preallocated sample buffer for the whole process and one
-//! request in flight at a time. Its state machine:
+//! A small pool of preallocated sample buffers, so that a request the target
+//! cannot answer yet (it is inside a long system call, or waiting for a
+//! CPU) can stay armed while other threads are sampled. Each buffer's state
+//! machine:
 //!
 //! ```text
-//! IDLE ──watchdog arms──► ARMED ──handler on the right tid──► WRITING ──► READY
-//!   ▲                       │ (deadline passed: watchdog CASes back)        │
-//!   └───────────────────────┴──────────── watchdog copies out ◄─────────────┘
+//! IDLE ──watchdog reserves──► RESERVED ──target set──► ARMED
+//!   ▲                                                    │ handler on the right tid
+//!   │                                                    ▼
+//!   └── watchdog copies out ◄── READY ◄────────────── WRITING
+//!   └── watchdog cancels (CAS ARMED → IDLE): a late handler does nothing
 //! ```
 //!
 //! The handler side (`claim`, `fill`, `publish`) runs inside the signal handler
@@ -16,30 +20,40 @@ pub(crate) mod latency;
 pub(crate) mod unwind;
 
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::sys::signal::{self, StackWindow};
+use crate::sys::static_ref::AtomicStaticRef;
 use crate::sys::Regs;
 
 /// Most return addresses one sample keeps.
 pub(crate) const MAX_FRAMES: usize = 192;
 /// Words copied from the top of the interrupted stack for offline leaf repair.
 pub(crate) const COPY_WORDS: usize = 128;
+/// Requests that can be armed at once: one per thread stuck in the kernel
+/// or waiting for a CPU at the same moment; beyond that, a thread waits a
+/// turn (its time is still accounted, only its stack comes later).
+pub(crate) const POOL: usize = 16;
 
-/// How long `capture` spins before sleeping on the futex.
+/// How long `request` spins for a quick answer before leaving the request
+/// armed: a running target answers within microseconds.
 const SPIN: Duration = Duration::from_micros(20);
 
 const IDLE: u32 = 0;
 const ARMED: u32 = 1;
 const WRITING: u32 = 2;
 const READY: u32 = 3;
+const RESERVED: u32 = 4;
 
 struct SampleBuf {
     state: AtomicU32,
     tid: AtomicI32,
     stack_lo: AtomicU64,
     stack_hi: AtomicU64,
+    /// The target's poll epoch, read by the handler, so the watchdog can
+    /// tell whether the stack is of the poll it asked about.
+    epoch_src: AtomicStaticRef<AtomicU64>,
+    epoch: AtomicU64,
     pc: AtomicU64,
     sp: AtomicU64,
     fp: AtomicU64,
@@ -50,66 +64,111 @@ struct SampleBuf {
     copy: [AtomicU64; COPY_WORDS],
 }
 
-static BUF: SampleBuf = SampleBuf {
-    state: AtomicU32::new(IDLE),
-    tid: AtomicI32::new(0),
-    stack_lo: AtomicU64::new(0),
-    stack_hi: AtomicU64::new(0),
-    pc: AtomicU64::new(0),
-    sp: AtomicU64::new(0),
-    fp: AtomicU64::new(0),
-    lr: AtomicU64::new(0),
-    nframes: AtomicU32::new(0),
-    frames: [const { AtomicU64::new(0) }; MAX_FRAMES],
-    ncopy: AtomicU32::new(0),
-    copy: [const { AtomicU64::new(0) }; COPY_WORDS],
-};
+impl SampleBuf {
+    const fn new() -> Self {
+        SampleBuf {
+            state: AtomicU32::new(IDLE),
+            tid: AtomicI32::new(0),
+            stack_lo: AtomicU64::new(0),
+            stack_hi: AtomicU64::new(0),
+            epoch_src: AtomicStaticRef::none(),
+            epoch: AtomicU64::new(0),
+            pc: AtomicU64::new(0),
+            sp: AtomicU64::new(0),
+            fp: AtomicU64::new(0),
+            lr: AtomicU64::new(0),
+            nframes: AtomicU32::new(0),
+            frames: [const { AtomicU64::new(0) }; MAX_FRAMES],
+            ncopy: AtomicU32::new(0),
+            copy: [const { AtomicU64::new(0) }; COPY_WORDS],
+        }
+    }
 
-/// Serialises requesters (the watchdog, the start-up self-test).
-static REQUEST: Mutex<()> = Mutex::new(());
+    /// Copies the sample out and frees the buffer. Only after READY.
+    fn take(&self) -> RawSample {
+        let n = (self.nframes.load(Ordering::Relaxed) as usize).min(MAX_FRAMES);
+        let c = (self.ncopy.load(Ordering::Relaxed) as usize).min(COPY_WORDS);
+        let sample = RawSample {
+            epoch: self.epoch.load(Ordering::Relaxed),
+            pc: self.pc.load(Ordering::Relaxed),
+            sp: self.sp.load(Ordering::Relaxed),
+            fp: self.fp.load(Ordering::Relaxed),
+            lr: self.lr.load(Ordering::Relaxed),
+            frames: self.frames[..n]
+                .iter()
+                .map(|a| a.load(Ordering::Relaxed))
+                .collect(),
+            copy: self.copy[..c]
+                .iter()
+                .map(|a| a.load(Ordering::Relaxed))
+                .collect(),
+        };
+        self.tid.store(0, Ordering::Relaxed);
+        self.state.store(IDLE, Ordering::Release);
+        sample
+    }
+}
 
-/// Proof, inside the handler, that this invocation owns the buffer.
+static BUFS: [SampleBuf; POOL] = [const { SampleBuf::new() }; POOL];
+
+/// Proof, inside the handler, that this invocation owns a buffer.
 pub(crate) struct Claim {
+    buf: &'static SampleBuf,
     pub(crate) stack_lo: u64,
     pub(crate) stack_hi: u64,
 }
 
-/// Handler side: takes the buffer if a request is armed for thread `tid`.
+/// Handler side: takes the buffer armed for thread `tid`, if any. A bounded
+/// scan of `POOL` atomics.
 #[inline(always)]
 pub(crate) fn claim(tid: i32) -> Option<Claim> {
-    if BUF.tid.load(Ordering::Acquire) != tid {
-        return None;
+    for buf in &BUFS {
+        if buf.tid.load(Ordering::Acquire) != tid {
+            continue;
+        }
+        if buf
+            .state
+            .compare_exchange(ARMED, WRITING, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            continue;
+        }
+        // Re-check after winning the CAS: the watchdog writes tid before
+        // arming, and cannot re-arm for another thread while we hold WRITING.
+        if buf.tid.load(Ordering::Relaxed) != tid {
+            buf.state.store(ARMED, Ordering::Release);
+            continue;
+        }
+        return Some(Claim {
+            buf,
+            stack_lo: buf.stack_lo.load(Ordering::Relaxed),
+            stack_hi: buf.stack_hi.load(Ordering::Relaxed),
+        });
     }
-    BUF.state
-        .compare_exchange(ARMED, WRITING, Ordering::Acquire, Ordering::Relaxed)
-        .ok()?;
-    // Re-check after winning the CAS: the watchdog writes tid before arming, and
-    // cannot re-arm for another thread while we hold WRITING.
-    if BUF.tid.load(Ordering::Relaxed) != tid {
-        BUF.state.store(IDLE, Ordering::Release);
-        return None;
-    }
-    Some(Claim {
-        stack_lo: BUF.stack_lo.load(Ordering::Relaxed),
-        stack_hi: BUF.stack_hi.load(Ordering::Relaxed),
-    })
+    None
 }
 
 /// Handler side: records registers, the frame-pointer chain and the top of the
 /// stack. Bounded: at most `MAX_FRAMES` records, `COPY_WORDS` words and one
 /// resync scan of `unwind::RESYNC_SPAN` bytes.
 #[inline(always)]
-pub(crate) fn fill(_claim: &Claim, regs: &Regs, window: Option<&StackWindow>) {
-    BUF.pc.store(regs.pc, Ordering::Relaxed);
-    BUF.sp.store(regs.sp, Ordering::Relaxed);
-    BUF.lr.store(regs.lr, Ordering::Relaxed);
+pub(crate) fn fill(claim: &Claim, regs: &Regs, window: Option<&StackWindow>) {
+    let buf = claim.buf;
+    let epoch = buf
+        .epoch_src
+        .load(Ordering::Relaxed)
+        .map_or(0, |e| e.load(Ordering::Acquire));
+    buf.epoch.store(epoch, Ordering::Relaxed);
+    buf.pc.store(regs.pc, Ordering::Relaxed);
+    buf.sp.store(regs.sp, Ordering::Relaxed);
+    buf.lr.store(regs.lr, Ordering::Relaxed);
     let mut nframes = 0usize;
     let mut ncopy = 0usize;
     let mut start = 0u64;
     if let Some(w) = window {
         let read = |addr: u64| w.read(addr);
         start = unwind::start_fp(regs.sp, regs.fp, &read);
-        unwind::walk(start, &read, &mut |ra| match BUF.frames.get(nframes) {
+        unwind::walk(start, &read, &mut |ra| match buf.frames.get(nframes) {
             Some(slot) => {
                 slot.store(ra, Ordering::Relaxed);
                 nframes = nframes.wrapping_add(1);
@@ -118,7 +177,7 @@ pub(crate) fn fill(_claim: &Claim, regs: &Regs, window: Option<&StackWindow>) {
             None => false,
         });
         let mut addr = w.lo();
-        while let (Some(slot), Some(word)) = (BUF.copy.get(ncopy), w.read(addr)) {
+        while let (Some(slot), Some(word)) = (buf.copy.get(ncopy), w.read(addr)) {
             slot.store(word, Ordering::Relaxed);
             ncopy = ncopy.wrapping_add(1);
             addr = addr.wrapping_add(8);
@@ -127,21 +186,23 @@ pub(crate) fn fill(_claim: &Claim, regs: &Regs, window: Option<&StackWindow>) {
             }
         }
     }
-    BUF.fp.store(start, Ordering::Relaxed);
-    BUF.nframes.store(nframes as u32, Ordering::Relaxed);
-    BUF.ncopy.store(ncopy as u32, Ordering::Relaxed);
+    buf.fp.store(start, Ordering::Relaxed);
+    buf.nframes.store(nframes as u32, Ordering::Relaxed);
+    buf.ncopy.store(ncopy as u32, Ordering::Relaxed);
 }
 
 /// Handler side: hands the buffer back to the watchdog and wakes it.
 #[inline(always)]
-pub(crate) fn publish(_claim: Claim) {
-    BUF.state.store(READY, Ordering::Release);
-    signal::futex_wake(&BUF.state);
+pub(crate) fn publish(claim: Claim) {
+    claim.buf.state.store(READY, Ordering::Release);
+    signal::futex_wake(&claim.buf.state);
 }
 
 /// One captured stack, still as raw addresses.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct RawSample {
+    /// The thread's poll epoch when the stack was taken (0: not known).
+    pub(crate) epoch: u64,
     /// Interrupted program counter (the leaf).
     pub(crate) pc: u64,
     /// Interrupted stack pointer; `copy[0]` was read from here.
@@ -156,11 +217,44 @@ pub(crate) struct RawSample {
     pub(crate) copy: Vec<u64>,
 }
 
+impl RawSample {
+    /// A sample of a thread that was never interrupted: its `pc` and `sp`
+    /// (from `/proc/.../syscall`) and the words of its stack from `sp` up,
+    /// copied from outside. The frame pointer is unknown, so the frame
+    /// records are found by the same validated scan the handler uses when
+    /// `rbp` is not a frame pointer.
+    pub(crate) fn from_stack_copy(epoch: u64, pc: u64, sp: u64, words: &[u64]) -> Self {
+        let read = |addr: u64| {
+            if addr % 8 != 0 || addr < sp {
+                return None;
+            }
+            words.get(((addr - sp) / 8) as usize).copied()
+        };
+        let start = unwind::start_fp(sp, 0, &read);
+        let mut frames = Vec::new();
+        unwind::walk(start, &read, &mut |ra| {
+            frames.push(ra);
+            frames.len() < MAX_FRAMES
+        });
+        RawSample {
+            epoch,
+            pc,
+            sp,
+            fp: start,
+            lr: 0,
+            frames,
+            copy: words[..words.len().min(COPY_WORDS)].to_vec(),
+        }
+    }
+}
+
 /// What a sample request needs to know about its target.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Target {
     pub(crate) tid: i32,
     pub(crate) stack: (u64, u64),
+    /// The target's poll epoch, recorded with the stack.
+    pub(crate) epoch: Option<&'static AtomicU64>,
 }
 
 /// Why a sample was not taken.
@@ -173,82 +267,163 @@ pub(crate) enum Missed {
     Timeout,
     /// The signal could not be sent (`EPERM` under seccomp, ...).
     SendFailed,
+    /// Every buffer holds a request still unanswered.
+    Busy,
+    /// Answered, but only when the thread got a CPU back: the stack shows
+    /// where it resumed, not where its time went.
+    Late,
 }
 
-/// Watchdog side: signals `target`, waits up to `deadline` for the handler and
-/// copies the sample out.
-pub(crate) fn capture(target: Target, sig: i32, deadline: Duration) -> Result<RawSample, Missed> {
-    let _one_at_a_time = REQUEST.lock().unwrap_or_else(|p| p.into_inner());
-    BUF.tid.store(target.tid, Ordering::Relaxed);
-    BUF.stack_lo.store(target.stack.0, Ordering::Relaxed);
-    BUF.stack_hi.store(target.stack.1, Ordering::Relaxed);
-    BUF.state.store(ARMED, Ordering::Release);
+/// A request sent and not answered yet.
+pub(crate) struct Pending {
+    buf: &'static SampleBuf,
+    tid: i32,
+    /// When the signal was sent.
+    pub(crate) sent: Instant,
+}
+
+/// Watchdog side: arms a buffer for `target` and sends it `sig`. Waits a few
+/// microseconds for a quick answer; otherwise returns the request still
+/// armed, to be collected with [`Pending::poll`] or dropped with
+/// [`Pending::cancel`].
+pub(crate) fn request(target: Target, sig: i32) -> Result<Answer, Missed> {
+    let buf = BUFS
+        .iter()
+        .find(|b| {
+            b.state
+                .compare_exchange(IDLE, RESERVED, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        })
+        .ok_or(Missed::Busy)?;
+    buf.tid.store(target.tid, Ordering::Relaxed);
+    buf.stack_lo.store(target.stack.0, Ordering::Relaxed);
+    buf.stack_hi.store(target.stack.1, Ordering::Relaxed);
+    buf.epoch_src.store(target.epoch, Ordering::Relaxed);
+    buf.state.store(ARMED, Ordering::Release);
+    let sent = Instant::now();
     if let Err(e) = signal::tgkill(target.tid, sig) {
-        disarm();
+        let p = Pending {
+            buf,
+            tid: target.tid,
+            sent,
+        };
+        let _ = p.cancel();
         return Err(if e.raw_os_error() == Some(libc::ESRCH) {
             Missed::ThreadGone
         } else {
             Missed::SendFailed
         });
     }
-    let until = Instant::now() + deadline;
-    // A running target answers within microseconds; sleeping on the futex
-    // right away would add the scheduler's wake-up latency (tens of µs) to
-    // every sample. Spin briefly first, bounded so that a target that needs
-    // this CPU to run its handler is not kept waiting long.
-    let spin_until = Instant::now() + SPIN;
-    while BUF.state.load(Ordering::Acquire) != READY && Instant::now() < spin_until {
+    let pending = Pending {
+        buf,
+        tid: target.tid,
+        sent,
+    };
+    // Sleeping on the futex right away would add the scheduler's wake-up
+    // latency (tens of µs) to every sample of a running target. Spin
+    // briefly, bounded, so a target that needs this CPU is not kept waiting.
+    let spin_until = sent + SPIN;
+    while buf.state.load(Ordering::Acquire) != READY && Instant::now() < spin_until {
         std::hint::spin_loop();
     }
-    loop {
-        let s = BUF.state.load(Ordering::Acquire);
-        if s == READY {
-            break;
-        }
-        let now = Instant::now();
-        if now >= until {
-            if BUF
-                .state
-                .compare_exchange(ARMED, IDLE, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                BUF.tid.store(0, Ordering::Relaxed);
-                return Err(Missed::Timeout);
-            }
-            // The handler is writing right now; it is bounded, so wait it out.
-            while BUF.state.load(Ordering::Acquire) != READY {
-                std::hint::spin_loop();
-            }
-            break;
-        }
-        signal::futex_wait(&BUF.state, s, until - now);
-    }
-    let n = (BUF.nframes.load(Ordering::Relaxed) as usize).min(MAX_FRAMES);
-    let c = (BUF.ncopy.load(Ordering::Relaxed) as usize).min(COPY_WORDS);
-    let sample = RawSample {
-        pc: BUF.pc.load(Ordering::Relaxed),
-        sp: BUF.sp.load(Ordering::Relaxed),
-        fp: BUF.fp.load(Ordering::Relaxed),
-        lr: BUF.lr.load(Ordering::Relaxed),
-        frames: BUF.frames[..n]
-            .iter()
-            .map(|a| a.load(Ordering::Relaxed))
-            .collect(),
-        copy: BUF.copy[..c]
-            .iter()
-            .map(|a| a.load(Ordering::Relaxed))
-            .collect(),
-    };
-    BUF.tid.store(0, Ordering::Relaxed);
-    BUF.state.store(IDLE, Ordering::Release);
-    Ok(sample)
+    Ok(pending.poll())
 }
 
-fn disarm() {
-    let _ = BUF
+/// A request's outcome so far.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// The stack, captured.
+    Ready(RawSample),
+    /// Not answered yet; still armed.
+    Waiting(Pending),
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("tid", &self.tid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pending {
+    /// The stack if the handler has run, else the request back.
+    pub(crate) fn poll(self) -> Answer {
+        if self.buf.state.load(Ordering::Acquire) == READY {
+            Answer::Ready(self.into_sample())
+        } else {
+            Answer::Waiting(self)
+        }
+    }
+
+    /// Waits up to `deadline` for the answer (the futex the handler wakes).
+    pub(crate) fn wait(self, deadline: Duration) -> Answer {
+        let until = Instant::now() + deadline;
+        loop {
+            let s = self.buf.state.load(Ordering::Acquire);
+            if s == READY {
+                return Answer::Ready(self.into_sample());
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Answer::Waiting(self);
+            }
+            signal::futex_wait(&self.buf.state, s, until - now);
+        }
+    }
+
+    /// Gives up on the request; a handler that runs later finds nothing
+    /// armed and returns. If the answer arrived meanwhile, it is returned.
+    pub(crate) fn cancel(self) -> Option<RawSample> {
+        let sample = release(self.buf);
+        std::mem::forget(self);
+        sample
+    }
+
+    fn into_sample(self) -> RawSample {
+        let s = self.buf.take();
+        std::mem::forget(self);
+        s
+    }
+}
+
+impl Drop for Pending {
+    /// A request dropped unanswered is cancelled, so its buffer is never lost.
+    fn drop(&mut self) {
+        release(self.buf);
+    }
+}
+
+/// Disarms `buf`, or collects the sample a handler finished meanwhile.
+fn release(buf: &'static SampleBuf) -> Option<RawSample> {
+    match buf
         .state
-        .compare_exchange(ARMED, IDLE, Ordering::AcqRel, Ordering::Acquire);
-    BUF.tid.store(0, Ordering::Relaxed);
+        .compare_exchange(ARMED, IDLE, Ordering::AcqRel, Ordering::Acquire)
+    {
+        Ok(_) => {
+            buf.tid.store(0, Ordering::Relaxed);
+            None
+        }
+        Err(_) => {
+            // The handler is writing right now; it is bounded, so wait it out.
+            while buf.state.load(Ordering::Acquire) != READY {
+                std::hint::spin_loop();
+            }
+            Some(buf.take())
+        }
+    }
+}
+
+/// Signals `target` and waits up to `deadline` for its stack; used where
+/// only a prompt answer is of use (the self-test, tests).
+pub(crate) fn capture(target: Target, sig: i32, deadline: Duration) -> Result<RawSample, Missed> {
+    match request(target, sig)? {
+        Answer::Ready(s) => Ok(s),
+        Answer::Waiting(p) => match p.wait(deadline) {
+            Answer::Ready(s) => Ok(s),
+            Answer::Waiting(p) => p.cancel().ok_or(Missed::Timeout),
+        },
+    }
 }
 
 /// Captures the calling thread's own stack through the signal path: used by the
@@ -266,6 +441,7 @@ pub(crate) fn capture_self(sig: i32) -> Result<RawSample, Missed> {
         Target {
             tid: signal::gettid(),
             stack,
+            epoch: None,
         },
         sig,
         Duration::from_millis(100),
@@ -319,7 +495,11 @@ mod tests {
         let (mut total, mut found) = (0, 0);
         for _ in 0..300 {
             let Ok(s) = capture(
-                Target { tid, stack },
+                Target {
+                    tid,
+                    stack,
+                    epoch: None,
+                },
                 libc::SIGURG,
                 Duration::from_millis(100),
             ) else {

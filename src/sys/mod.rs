@@ -10,7 +10,9 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub(crate) mod mapping;
+pub(crate) mod memory;
 pub(crate) mod modules;
+pub(crate) mod proc;
 pub(crate) mod signal;
 pub(crate) mod static_ref;
 pub(crate) mod thread;

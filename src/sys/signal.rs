@@ -65,6 +65,29 @@ pub(crate) fn install(sig: i32) -> Result<(), InstallError> {
     Ok(())
 }
 
+/// Whether `sig`'s handler is still pollwatch's. A program (or a library
+/// such as tokio's signal handling or signal-hook) that installs its own
+/// handler later takes the signal over: sending it again would deliver
+/// sampling signals to a handler that thinks they are real.
+pub(crate) fn is_ours(sig: i32) -> bool {
+    // SAFETY: an all-zero `sigaction` is a valid value of this plain C struct.
+    let mut cur: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null `act` only queries the disposition; `cur` is a valid out-pointer.
+    if unsafe { libc::sigaction(sig, std::ptr::null(), &mut cur) } != 0 {
+        return false;
+    }
+    cur.sa_sigaction == handler as *const () as usize
+}
+
+/// Installs the handler on the first real-time signal nobody handles, and
+/// returns it: where sampling moves when the program took its signal over.
+pub(crate) fn install_free_realtime() -> Option<i32> {
+    let (lo, hi) = rt_range();
+    (lo..=hi).rev().find(|&sig| {
+        INSTALLED.load(Ordering::Acquire) & (1u64 << (sig as u32 % 64)) == 0 && install(sig).is_ok()
+    })
+}
+
 /// Saves `errno` on entry and restores it on exit, so the interrupted code never
 /// sees a value changed by our syscalls (pprof-rs's `ErrnoProtector`).
 struct ErrnoGuard(i32);
@@ -214,4 +237,23 @@ pub(crate) fn blocked_here(sig: i32) -> bool {
 /// `SIGRTMIN` and `SIGRTMAX` as this libc defines them (never hard-code 34).
 pub(crate) fn rt_range() -> (i32, i32) {
     (libc::SIGRTMIN(), libc::SIGRTMAX())
+}
+
+/// A signal's name as `POLLWATCH_SIGNAL` spells it, for messages.
+pub(crate) fn name(sig: i32) -> String {
+    let (lo, hi) = rt_range();
+    let fixed = [
+        (libc::SIGURG, "SIGURG"),
+        (libc::SIGPROF, "SIGPROF"),
+        (libc::SIGVTALRM, "SIGVTALRM"),
+        (libc::SIGUSR1, "SIGUSR1"),
+        (libc::SIGUSR2, "SIGUSR2"),
+        (libc::SIGWINCH, "SIGWINCH"),
+    ];
+    match fixed.iter().find(|(n, _)| *n == sig) {
+        Some((_, s)) => (*s).to_owned(),
+        None if sig >= lo && sig <= hi && sig - lo <= hi - sig => format!("SIGRTMIN+{}", sig - lo),
+        None if sig >= lo && sig <= hi => format!("SIGRTMAX-{}", hi - sig),
+        None => format!("signal {sig}"),
+    }
 }

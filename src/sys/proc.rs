@@ -1,0 +1,190 @@
+//! What the kernel says about one of our threads, from `/proc/self/task/<tid>/`
+//! and the thread's CPU clock. Each read is one `pread` on a file kept open,
+//! so the watchdog can look at a stuck thread every millisecond cheaply.
+//! Parsing is pure and unit-tested; the files are only read here.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+/// Scheduler accounting of one thread.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Sched {
+    /// Time on a CPU (exact, from the thread's CPU clock).
+    pub(crate) cpu_ns: u64,
+    /// Time runnable but waiting for a CPU, from `schedstat`. The kernel adds
+    /// a wait when it ends, so a wait still going on is not in it yet.
+    pub(crate) wait_ns: u64,
+}
+
+/// What `/proc/.../syscall` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Syscall {
+    /// The thread is running (user code or inside a call): nothing more known.
+    Running,
+    /// Blocked: in syscall `nr` (`None`: blocked outside a syscall, in a page
+    /// fault say), with the user stack pointer and program counter it left
+    /// user space with. That user stack cannot change until it returns.
+    Blocked { nr: Option<u32>, sp: u64, pc: u64 },
+}
+
+/// The open `/proc` files of one thread.
+#[derive(Debug)]
+pub(crate) struct ThreadFiles {
+    tid: i32,
+    schedstat: Option<File>,
+    syscall: Option<File>,
+    stat: Option<File>,
+}
+
+/// Longest `/proc/.../syscall` line: nine fields of at most 18 bytes.
+pub(crate) const SYSCALL_LINE: usize = 192;
+
+impl ThreadFiles {
+    pub(crate) fn open(tid: i32) -> Self {
+        let dir = format!("/proc/self/task/{tid}");
+        ThreadFiles {
+            tid,
+            schedstat: File::open(format!("{dir}/schedstat")).ok(),
+            syscall: File::open(format!("{dir}/syscall")).ok(),
+            stat: File::open(format!("{dir}/stat")).ok(),
+        }
+    }
+
+    /// CPU time and run-queue wait; `None` once the thread is gone.
+    pub(crate) fn sched(&self) -> Option<Sched> {
+        let cpu_ns = super::thread::cpu_time_ns(self.tid)?;
+        let mut buf = [0u8; 96];
+        let wait_ns = self
+            .schedstat
+            .as_ref()
+            .and_then(|f| f.read_at(&mut buf, 0).ok())
+            .and_then(|n| parse_schedstat_wait(&buf[..n]))
+            .unwrap_or(0);
+        Some(Sched { cpu_ns, wait_ns })
+    }
+
+    /// The thread's state letter (`R` running or runnable, `S` sleeping, `D`
+    /// uninterruptible, `Z`/`X` gone), from `stat`.
+    pub(crate) fn state(&self) -> Option<u8> {
+        let mut buf = [0u8; 512];
+        let n = self.stat.as_ref()?.read_at(&mut buf, 0).ok()?;
+        parse_stat_state(&buf[..n])
+    }
+
+    /// The raw syscall line, for comparing two reads byte for byte.
+    pub(crate) fn syscall_line(&self, buf: &mut [u8; SYSCALL_LINE]) -> Option<usize> {
+        self.syscall
+            .as_ref()?
+            .read_at(buf, 0)
+            .ok()
+            .filter(|&n| n > 0)
+    }
+
+    /// Whether signal `sig` sits pending and blocked on the thread (`SigPnd`
+    /// and `SigBlk` in `status`): the program blocks it. The blocked mask
+    /// alone would also show our own handler running late (it blocks every
+    /// signal while it runs), but then the signal is no longer pending. Read
+    /// rarely, so the file is not kept open.
+    pub(crate) fn holds_blocked(&self, sig: i32) -> Option<bool> {
+        let status =
+            std::fs::read_to_string(format!("/proc/self/task/{}/status", self.tid)).ok()?;
+        parse_holds_blocked(&status, sig)
+    }
+
+    /// Whether the thread still exists (a thread that left by a raw `exit`
+    /// inside a poll never releases its slot).
+    pub(crate) fn alive(&self) -> bool {
+        std::path::Path::new(&format!("/proc/self/task/{}", self.tid)).exists()
+            && !matches!(self.state(), Some(b'Z' | b'X') | None)
+    }
+}
+
+fn parse_schedstat_wait(buf: &[u8]) -> Option<u64> {
+    std::str::from_utf8(buf)
+        .ok()?
+        .split_ascii_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The state letter follows the last `)`: the name in parentheses may
+/// contain anything, spaces and parentheses included.
+fn parse_stat_state(buf: &[u8]) -> Option<u8> {
+    let close = buf.iter().rposition(|&b| b == b')')?;
+    buf.get(close + 2).copied()
+}
+
+/// `running`, or `nr arg1..arg6 sp pc` (hex), or `-1 sp pc`.
+pub(crate) fn parse_syscall(line: &[u8]) -> Option<Syscall> {
+    let text = std::str::from_utf8(line).ok()?.trim();
+    if text.starts_with("running") {
+        return Some(Syscall::Running);
+    }
+    let fields: Vec<&str> = text.split_ascii_whitespace().collect();
+    let hex = |s: &str| u64::from_str_radix(s.strip_prefix("0x")?, 16).ok();
+    let (nr, sp, pc) = match fields.as_slice() {
+        ["-1", sp, pc] => (None, hex(sp)?, hex(pc)?),
+        [nr, _, _, _, _, _, _, sp, pc] => (Some(nr.parse().ok()?), hex(sp)?, hex(pc)?),
+        _ => return None,
+    };
+    Some(Syscall::Blocked { nr, sp, pc })
+}
+
+fn parse_holds_blocked(status: &str, sig: i32) -> Option<bool> {
+    let mask = |field: &str| {
+        let hex = status.lines().find_map(|l| l.strip_prefix(field))?.trim();
+        u64::from_str_radix(hex, 16).ok()
+    };
+    let bit = 1u64 << ((sig.max(1) - 1) % 64);
+    Some(mask("SigPnd:")? & mask("SigBlk:")? & bit != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syscall_lines() {
+        assert_eq!(parse_syscall(b"running\n"), Some(Syscall::Running));
+        assert_eq!(
+            parse_syscall(b"230 0x0 0x0 0x7ffd1000 0x0 0x0 0x0 0x7f00aa10 0x7f00bb20\n"),
+            Some(Syscall::Blocked {
+                nr: Some(230),
+                sp: 0x7f00_aa10,
+                pc: 0x7f00_bb20
+            })
+        );
+        assert_eq!(
+            parse_syscall(b"-1 0x7ffc0000 0x55550000\n"),
+            Some(Syscall::Blocked {
+                nr: None,
+                sp: 0x7ffc_0000,
+                pc: 0x5555_0000
+            })
+        );
+        assert_eq!(parse_syscall(b""), None);
+        assert_eq!(parse_syscall(b"230 0x0"), None);
+    }
+
+    #[test]
+    fn stat_and_schedstat() {
+        assert_eq!(parse_stat_state(b"42 (a) b) c) S 1 2 3"), Some(b'S'));
+        assert_eq!(parse_schedstat_wait(b"123 456 7\n"), Some(456));
+        let status = "Name:\tx\nSigPnd:\t0000000000000000\nSigBlk:\t0000000000400000\n";
+        assert_eq!(parse_holds_blocked(status, libc::SIGURG), Some(false));
+        let status = "SigPnd:\t0000000000400000\nSigBlk:\t0000000000400000\n";
+        assert_eq!(parse_holds_blocked(status, libc::SIGURG), Some(true));
+    }
+
+    #[test]
+    fn files_of_this_thread() {
+        let p = ThreadFiles::open(crate::sys::signal::gettid());
+        assert!(p.sched().expect("cpu clock").cpu_ns > 0);
+        assert_eq!(p.state(), Some(b'R'));
+        assert!(p.alive());
+        let mut buf = [0u8; SYSCALL_LINE];
+        // Read while running: "running" (or the read itself).
+        assert!(p.syscall_line(&mut buf).is_some());
+    }
+}

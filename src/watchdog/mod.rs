@@ -1,0 +1,821 @@
+//! The watchdog: one thread that notices a worker stuck inside one poll.
+//!
+//! Each tick it reads every slot's epoch and remembers `(epoch, first_seen)`.
+//! A poll whose epoch stays odd is looked at more closely once its wall
+//! time passes the threshold: the scheduler's accounting of its thread
+//! says how much of that time was the poll's own (see [`policy`]). An
+//! episode starts when own time passes the threshold, and the decision
+//! never depends on whether a sample could be taken.
+//!
+//! While an episode runs it takes a stack every interval, the least
+//! intrusive way the thread's state allows: a thread blocked in the kernel
+//! is never interrupted, its frozen user stack is copied from outside
+//! (`process_vm_readv`) and kept only if the thread did not move meanwhile;
+//! a thread sitting in the same syscall is not looked at again (the last
+//! stack gets the time, async-profiler's trick); only a running thread is
+//! signalled, and a signal it cannot take yet (inside a long system call,
+//! waiting for a CPU) stays armed until it does, its stack then covering
+//! the time it waited.
+//!
+//! The tick adapts: half the threshold while nothing is stuck (100 wake-ups
+//! a second by default, the floor of an idle pollwatch's cost), the sample
+//! interval while an episode runs.
+
+mod policy;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::episode::{
+    Descheduled, EndReason, Event, StackOf, Started, Tag, WatchdogStats as Stats,
+};
+use crate::registry::{self, Slot};
+use crate::sampler::{self, Answer, Missed, Pending, RawSample, Target};
+use crate::sys::proc::{self as procfs, Syscall, ThreadFiles, SYSCALL_LINE};
+use policy::{Account, How, Look, Point, Seen, Span};
+
+/// After this many samples in one episode the interval doubles (and again
+/// after as many more), so an hour-long stall costs little.
+const BACKOFF_EVERY: u32 = 200;
+/// Longest interval the backoff reaches.
+const MAX_INTERVAL: Duration = Duration::from_millis(100);
+/// A signal unanswered this long while the thread got CPU: look whether the
+/// program blocks it.
+const BLOCKED_CHECK_AFTER: Duration = Duration::from_millis(50);
+/// Bytes of a blocked thread's stack copied from outside.
+const READ_BYTES: usize = sampler::COPY_WORDS * 8 * 32;
+
+/// What the watchdog needs from the configuration.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub(crate) threshold: Duration,
+    pub(crate) interval: Duration,
+    pub(crate) signal: i32,
+}
+
+/// Stop flag plus the condvar the watchdog sleeps on.
+#[derive(Debug, Default)]
+pub(crate) struct Stop {
+    flag: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Stop {
+    pub(crate) fn request(&self) {
+        *self.flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.cv.notify_all();
+    }
+
+    /// Sleeps until `until` or a stop request; returns true when stopping.
+    fn sleep_until(&self, until: Instant) -> bool {
+        let mut stop = self.flag.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if *stop {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            stop = self
+                .cv
+                .wait_timeout(stop, until - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+/// A running episode.
+struct Live {
+    id: u64,
+    start: Instant,
+    /// How far `start` may be from the truth: half the gap between the tick
+    /// that did not see the poll and the one that did.
+    start_uncertainty: Duration,
+    next_sample: Instant,
+    interval: Duration,
+    missed: u32,
+    samples: u32,
+    /// Own time already handed to the report stage (or held for a pending stack).
+    emitted_own: Duration,
+    last_seen: Seen,
+    last_span: Span,
+    last_tag: Tag,
+    /// The syscall line when the last stack was copied from outside.
+    read_at: Option<([u8; SYSCALL_LINE], usize)>,
+    /// A signal sent and not answered yet, and the own time waiting for its stack.
+    pending: Option<Pending>,
+    pending_own: Vec<(Tag, Duration)>,
+    /// The program blocks the sampling signal (checked once it stayed unanswered).
+    blocks_signal: Option<bool>,
+    /// A signal was answered promptly at least once: its stack is trusted
+    /// over late answers, which show where the thread resumed.
+    prompt: bool,
+    reported: u8,
+    excused: Arc<AtomicBool>,
+}
+
+/// What the watchdog remembers about one slot.
+struct Track {
+    slot: &'static Slot,
+    generation: u64,
+    tid: i32,
+    epoch: u64,
+    /// When this epoch was first seen.
+    first_seen: Instant,
+    /// The tick before `first_seen` (the poll began somewhere in between).
+    seen_after: Instant,
+    prev_tick: Instant,
+    /// The poll's account, from its first look.
+    acct: Option<Account>,
+    /// The poll's wall time passed the threshold.
+    candidate: bool,
+    /// The thread is gone without releasing its slot (a raw `exit`).
+    dead: bool,
+    files: Option<ThreadFiles>,
+    live: Option<Live>,
+}
+
+impl Track {
+    /// `last_tick`: the watchdog's previous tick. The thread registered after
+    /// it (or the slot would have been tracked then), so a poll it is already
+    /// in began after it too.
+    fn new(slot: &'static Slot, now: Instant, last_tick: Instant) -> Self {
+        let mut t = Track {
+            slot,
+            generation: slot.generation.load(Ordering::Acquire),
+            tid: slot.tid.load(Ordering::Acquire),
+            epoch: slot.epoch.load(Ordering::Acquire),
+            first_seen: now,
+            seen_after: last_tick,
+            prev_tick: last_tick,
+            acct: None,
+            candidate: false,
+            dead: false,
+            files: None,
+            live: None,
+        };
+        // A thread first seen inside a poll (a new thread's first poll) is
+        // measured from this first look, like any other poll.
+        if t.epoch % 2 == 1 && t.tid != 0 {
+            t.begin_account(now);
+        }
+        t
+    }
+
+    fn files(&mut self) -> &ThreadFiles {
+        let tid = self.tid;
+        self.files.get_or_insert_with(|| ThreadFiles::open(tid))
+    }
+
+    fn begin_account(&mut self, now: Instant) {
+        self.acct = self
+            .files()
+            .sched()
+            .map(|sched| Account::new(Point { at: now, sched }));
+    }
+
+    /// When the poll most likely began: halfway between the last tick that
+    /// did not see it and the first that did.
+    fn poll_start(&self) -> Instant {
+        self.seen_after + self.first_seen.saturating_duration_since(self.seen_after) / 2
+    }
+}
+
+pub(crate) struct Watchdog {
+    settings: Settings,
+    tx: SyncSender<Event>,
+    stop: Arc<Stop>,
+    stats: Stats,
+    next_id: u64,
+    tracks: Vec<Track>,
+    version: u64,
+    snapshot: Vec<&'static Slot>,
+    last_tick: Instant,
+    /// Stacks of blocked threads can be copied without a signal.
+    can_read: bool,
+    /// No sampling signal of ours is left (the program took them over).
+    no_signal: bool,
+}
+
+impl Watchdog {
+    pub(crate) fn new(settings: Settings, tx: SyncSender<Event>, stop: Arc<Stop>) -> Self {
+        let can_read = crate::sys::memory::available();
+        if !can_read {
+            eprintln!(
+                "pollwatch: process_vm_readv is refused here (a seccomp profile?): threads blocked \
+                 in the kernel are sampled with a signal, which may interrupt their sleep (EINTR)"
+            );
+        }
+        Watchdog {
+            settings,
+            tx,
+            stop,
+            stats: Stats::default(),
+            next_id: 1,
+            tracks: Vec::new(),
+            version: u64::MAX,
+            snapshot: Vec::new(),
+            last_tick: Instant::now(),
+            can_read,
+            no_signal: false,
+        }
+    }
+
+    fn idle_tick(&self) -> Duration {
+        crate::config::idle_tick(self.settings.threshold)
+    }
+
+    /// Runs until a stop request; ends every open episode on the way out.
+    pub(crate) fn run(mut self) {
+        let mut wake = Instant::now();
+        loop {
+            if self.stop.sleep_until(wake) {
+                break;
+            }
+            let now = Instant::now();
+            wake = self.tick(now);
+        }
+        let now = Instant::now();
+        for i in 0..self.tracks.len() {
+            // A poll that returned since the last tick ended as usual.
+            let t = &self.tracks[i];
+            let moved = t.slot.generation.load(Ordering::Acquire) != t.generation
+                || t.slot.epoch.load(Ordering::Acquire) != t.epoch;
+            let reason = if moved {
+                EndReason::PollReturned
+            } else {
+                EndReason::Stopped
+            };
+            self.end_episode(i, now, reason);
+        }
+        let _ = self.tx.send(Event::Finished(self.stats.clone()));
+    }
+
+    fn refresh(&mut self, now: Instant) {
+        let v = registry::version();
+        if v == self.version {
+            return;
+        }
+        self.version = v;
+        registry::snapshot(&mut self.snapshot);
+        for (i, slot) in self.snapshot.iter().enumerate() {
+            if self.tracks.get(i).is_none() {
+                self.tracks.push(Track::new(slot, now, self.last_tick));
+            }
+        }
+    }
+
+    fn tick(&mut self, now: Instant) -> Instant {
+        self.refresh(now);
+        let mut wake = now.checked_add(self.idle_tick()).unwrap_or(now);
+        for i in 0..self.tracks.len() {
+            if let Some(w) = self.check(i, now) {
+                wake = wake.min(w);
+            }
+        }
+        for t in &mut self.tracks {
+            t.prev_tick = now;
+        }
+        self.last_tick = now;
+        wake.max(now + Duration::from_micros(100))
+    }
+
+    /// Looks at one slot; returns when it next needs attention.
+    fn check(&mut self, i: usize, now: Instant) -> Option<Instant> {
+        let threshold = self.settings.threshold;
+        let t = &mut self.tracks[i];
+        let generation = t.slot.generation.load(Ordering::Acquire);
+        if generation != t.generation {
+            // The thread left (or the slot was reused by a new thread): did it
+            // leave from inside the poll, or after the poll returned?
+            let reason = if t.slot.exited_in_poll.load(Ordering::Relaxed) {
+                EndReason::ThreadExited
+            } else {
+                EndReason::PollReturned
+            };
+            self.end_poll(i, now, reason);
+            let t = &mut self.tracks[i];
+            *t = Track::new(t.slot, now, t.prev_tick);
+            return None;
+        }
+        if t.tid == 0 || t.dead {
+            return None;
+        }
+        let epoch = t.slot.epoch.load(Ordering::Acquire);
+        if epoch != t.epoch {
+            self.end_poll(i, now, EndReason::PollReturned);
+            let t = &mut self.tracks[i];
+            t.epoch = epoch;
+            t.first_seen = now;
+            t.seen_after = t.prev_tick;
+            t.acct = None;
+            t.candidate = false;
+            if epoch % 2 == 0 {
+                return None;
+            }
+            t.begin_account(now);
+            return Some(now + threshold);
+        }
+        if epoch % 2 == 0 {
+            return None;
+        }
+        if t.live.is_some() {
+            return self.continue_episode(i, now);
+        }
+        let wall = now.saturating_duration_since(t.first_seen);
+        let own = if wall >= threshold {
+            t.candidate = true;
+            if t.acct.is_none() {
+                t.begin_account(now);
+            }
+            let files = t.files.get_or_insert_with(|| ThreadFiles::open(t.tid));
+            let sched = files.sched();
+            let seen = Seen::from_state(files.state());
+            match (t.acct.as_mut(), sched) {
+                (Some(a), Some(sched)) if seen != Seen::Gone => {
+                    a.advance(Point { at: now, sched }, seen);
+                    Some(a.own)
+                }
+                _ => {
+                    // Gone without releasing its slot: nothing more to watch.
+                    t.dead = !files.alive();
+                    return (!t.dead).then_some(now + threshold);
+                }
+            }
+        } else {
+            None
+        };
+        match policy::look(wall, own, threshold, self.settings.interval) {
+            Look::Episode => self.start_episode(i, now),
+            Look::Again(d) => Some(now + d.max(Duration::from_micros(100))),
+        }
+    }
+
+    fn start_episode(&mut self, i: usize, now: Instant) -> Option<Instant> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let t = &mut self.tracks[i];
+        let info = t.slot.info();
+        let task_id = t.slot.task_id.load(Ordering::Relaxed);
+        let excused = Arc::new(AtomicBool::new(false));
+        let start = t.poll_start();
+        let stuck = now.saturating_duration_since(start);
+        let started = Started {
+            id,
+            thread: info.name,
+            tid: t.tid,
+            runtime: info.runtime,
+            task_id: (task_id != 0).then_some(task_id),
+            spawned_at: t.slot.location.load(Ordering::Relaxed),
+            label: t.slot.label.load(Ordering::Relaxed),
+            start: SystemTime::now()
+                .checked_sub(stuck)
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+            stuck_for: stuck,
+            excused: excused.clone(),
+        };
+        t.live = Some(Live {
+            id,
+            start,
+            start_uncertainty: t.first_seen.saturating_duration_since(t.seen_after) / 2,
+            next_sample: now,
+            interval: self.settings.interval,
+            missed: 0,
+            samples: 0,
+            emitted_own: Duration::ZERO,
+            last_seen: Seen::Runnable,
+            last_span: Span::default(),
+            last_tag: Tag::OnCpu,
+            read_at: None,
+            pending: None,
+            pending_own: Vec::new(),
+            blocks_signal: None,
+            prompt: false,
+            // A detection that came late (the thread was descheduled) has
+            // already passed 2× and 4×: the first report covers those.
+            reported: level_of(stuck, self.settings.threshold),
+            excused,
+        });
+        // Started must arrive before any sample, so it is sent blocking.
+        if self.tx.send(Event::Started(Box::new(started))).is_err() {
+            self.tracks[i].live = None;
+            return None;
+        }
+        self.check_signal();
+        self.continue_episode(i, now)
+    }
+
+    /// The program may have installed its own handler for our signal since
+    /// the last episode: then move to a free real-time signal, or sample
+    /// running threads no more. Never deliver a signal to a handler that is
+    /// not ours.
+    fn check_signal(&mut self) {
+        if self.no_signal || crate::sys::signal::is_ours(self.settings.signal) {
+            return;
+        }
+        let old = crate::sys::signal::name(self.settings.signal);
+        match crate::sys::signal::install_free_realtime() {
+            Some(sig) => {
+                eprintln!(
+                    "pollwatch: the program installed its own {old} handler; sampling with {} from now on",
+                    crate::sys::signal::name(sig)
+                );
+                self.settings.signal = sig;
+            }
+            None => {
+                eprintln!(
+                    "pollwatch: the program installed its own {old} handler and no real-time signal is free; \
+                     episodes are still reported, running threads without stacks"
+                );
+                self.no_signal = true;
+            }
+        }
+    }
+
+    fn continue_episode(&mut self, i: usize, now: Instant) -> Option<Instant> {
+        let threshold = self.settings.threshold;
+        let (id, elapsed, due, excused, reported, samples) = {
+            let live = self.tracks[i].live.as_ref()?;
+            (
+                live.id,
+                now.saturating_duration_since(live.start),
+                live.next_sample,
+                live.excused.load(Ordering::Relaxed),
+                live.reported,
+                live.samples,
+            )
+        };
+        // Re-report a long episode at 2× and 4× the threshold.
+        let level = level_of(elapsed, threshold);
+        if level > reported && !excused && samples > 0 {
+            if let Some(l) = self.tracks[i].live.as_mut() {
+                l.reported = level;
+            }
+            let _ = self.tx.try_send(Event::Progress { id, elapsed });
+        }
+        if excused {
+            // Blocking where blocking belongs: just wait for the poll to end.
+            return Some(now + MAX_INTERVAL);
+        }
+        if now < due {
+            return Some(due);
+        }
+        self.sample(i, now);
+        self.tracks[i].live.as_ref().map(|l| l.next_sample)
+    }
+
+    fn sample(&mut self, i: usize, now: Instant) {
+        let signal = self.settings.signal;
+        let (can_read, no_signal) = (self.can_read, self.no_signal);
+        let t = &mut self.tracks[i];
+        let stack = t.slot.info().stack;
+        let (tid, epoch, slot) = (t.tid, t.epoch, t.slot);
+        let files = t.files.get_or_insert_with(|| ThreadFiles::open(tid));
+        let sched = files.sched();
+        let seen = Seen::from_state(files.state());
+        let mut line = [0u8; SYSCALL_LINE];
+        let line_len = files.syscall_line(&mut line);
+        let syscall = line_len.and_then(|n| procfs::parse_syscall(&line[..n]));
+        let (Some(sched), Some(acct)) = (sched, t.acct.as_mut()) else {
+            // The thread is gone: its clock cannot be read any more.
+            t.dead = !files.alive();
+            if t.dead {
+                self.end_episode(i, now, EndReason::ThreadExited);
+            }
+            return;
+        };
+        if seen == Seen::Gone {
+            t.dead = true;
+            self.end_episode(i, now, EndReason::ThreadExited);
+            return;
+        }
+        // Woken between the two reads: running, then.
+        let seen = match (seen, syscall) {
+            (Seen::Blocked, Some(Syscall::Running)) => Seen::Runnable,
+            _ => seen,
+        };
+        let span = acct.advance(Point { at: now, sched }, seen);
+        let own_total = acct.own;
+        let live = t.live.as_mut().expect("sample() needs a live episode");
+        let same_line = matches!((&live.read_at, line_len), (Some((l, n)), Some(m)) if *n == m && l[..*n] == line[..m]);
+        let how = policy::how(
+            seen,
+            syscall,
+            same_line,
+            span.cpu,
+            live.pending.is_some(),
+            can_read && stack.is_some(),
+        );
+        let own = own_total.saturating_sub(live.emitted_own);
+        live.emitted_own = own_total;
+        let span_start = now.checked_sub(span.wall).unwrap_or(now);
+        let mut out: Vec<(StackOf, Tag, Duration)> = Vec::new();
+        let mut tag = policy::tag(seen, syscall, span, false);
+        match how {
+            How::Same | How::Nothing => out.push((StackOf::Same, tag, own)),
+            How::Read { sp, pc } => {
+                let raw = stack.and_then(|range| {
+                    read_blocked(files, range, epoch, sp, pc, &line[..line_len.unwrap_or(0)])
+                });
+                match raw {
+                    Some(raw) => {
+                        live.read_at = line_len.map(|n| (line, n));
+                        // A signal still pending for a thread now asleep: its
+                        // stack is this one.
+                        if let Some(p) = live.pending.take() {
+                            drop(p.cancel());
+                        }
+                        let mut first = Some(StackOf::Captured(Box::new(raw)));
+                        for (tg, w) in live.pending_own.drain(..).chain([(tag, own)]) {
+                            out.push((first.take().unwrap_or(StackOf::Same), tg, w));
+                        }
+                    }
+                    // It moved while we read: the time goes to the last stack.
+                    None => out.push((StackOf::Same, tag, own)),
+                }
+            }
+            How::Signal | How::Await => {
+                let target = stack.map(|range| Target {
+                    tid,
+                    stack: range,
+                    epoch: Some(&slot.epoch),
+                });
+                let blocked_signal = no_signal || live.blocks_signal == Some(true);
+                let answer = match (live.pending.take(), target) {
+                    (Some(p), _) => {
+                        let sent_before_span = p.sent <= span_start;
+                        match p.poll() {
+                            Answer::Waiting(p) => {
+                                // Got CPU all this span and still did not take
+                                // the signal: that CPU went to the kernel.
+                                tag = policy::tag(seen, syscall, span, sent_before_span);
+                                Ok(Answer::Waiting(p))
+                            }
+                            Answer::Ready(late) => {
+                                let kernel =
+                                    live.pending_own.iter().any(|(t, _)| *t == Tag::Kernel);
+                                match target {
+                                    // Answered when the thread got a CPU back:
+                                    // where it resumed, a scheduler's
+                                    // preemption point (often a syscall's
+                                    // return), not where its time went. Ask
+                                    // again now that it runs, and failing a
+                                    // prompt answer keep the last prompt
+                                    // stack. Only a thread that sat in the
+                                    // kernel is pictured right by the late
+                                    // answer: where that call was made.
+                                    Some(target) if !kernel && !blocked_signal => {
+                                        match sampler::request(target, signal) {
+                                            Ok(Answer::Ready(fresh)) => {
+                                                live.prompt = true;
+                                                Ok(Answer::Ready(fresh))
+                                            }
+                                            Ok(Answer::Waiting(p)) => {
+                                                live.pending = Some(p);
+                                                if live.prompt {
+                                                    Err(Missed::Late)
+                                                } else {
+                                                    Ok(Answer::Ready(late))
+                                                }
+                                            }
+                                            Err(_) => Ok(Answer::Ready(late)),
+                                        }
+                                    }
+                                    _ => Ok(Answer::Ready(late)),
+                                }
+                            }
+                        }
+                    }
+                    (None, _) if blocked_signal => Err(Missed::SendFailed),
+                    (None, Some(target)) => {
+                        let sent = Instant::now();
+                        let a = sampler::request(target, signal);
+                        if let Ok(Answer::Ready(_)) = &a {
+                            self.stats.capture_latency.record(sent.elapsed());
+                            live.prompt = true;
+                        }
+                        a
+                    }
+                    (None, None) => Err(Missed::SendFailed),
+                };
+                live.pending_own.push((tag, own));
+                match answer {
+                    Ok(Answer::Ready(raw)) => {
+                        let stack = if raw.epoch == epoch {
+                            StackOf::Captured(Box::new(raw))
+                        } else {
+                            // Taken after the poll ended: not this poll's stack.
+                            StackOf::Same
+                        };
+                        let mut first = Some(stack);
+                        for (tg, w) in live.pending_own.drain(..) {
+                            out.push((first.take().unwrap_or(StackOf::Same), tg, w));
+                        }
+                    }
+                    Ok(Answer::Waiting(p)) => {
+                        let age = now.saturating_duration_since(p.sent);
+                        if age >= BLOCKED_CHECK_AFTER
+                            && live.blocks_signal.is_none()
+                            && !span.cpu.is_zero()
+                        {
+                            live.blocks_signal = files.holds_blocked(signal);
+                        }
+                        if live.blocks_signal == Some(true) {
+                            drop(p.cancel());
+                            live.missed += 1;
+                            self.stats.missed += 1;
+                            let why = "the thread blocks the sampling signal";
+                            for (tg, w) in live.pending_own.drain(..) {
+                                out.push((StackOf::Unknown(why), tg, w));
+                            }
+                        } else {
+                            live.pending = Some(p);
+                        }
+                    }
+                    Err(why) => {
+                        let stack = match why {
+                            Missed::Busy | Missed::Late => StackOf::Same,
+                            Missed::ThreadGone => StackOf::Unknown("the thread exited"),
+                            _ if no_signal => StackOf::Unknown("no sampling signal is free"),
+                            _ if live.blocks_signal == Some(true) => {
+                                StackOf::Unknown("the thread blocks the sampling signal")
+                            }
+                            _ => StackOf::Unknown("the sampling signal could not be sent"),
+                        };
+                        if !matches!(why, Missed::Busy | Missed::Late) {
+                            live.missed += 1;
+                            self.stats.missed += 1;
+                        }
+                        let mut first = Some(stack);
+                        for (tg, w) in live.pending_own.drain(..) {
+                            let s = first.take().unwrap_or(StackOf::Same);
+                            out.push((s, tg, w));
+                        }
+                    }
+                }
+            }
+        }
+        live.samples += 1;
+        live.last_seen = seen;
+        live.last_span = span;
+        live.last_tag = tag;
+        if live.samples % BACKOFF_EVERY == 0 {
+            live.interval = (live.interval * 2).min(MAX_INTERVAL.max(self.settings.interval));
+        }
+        live.next_sample = Instant::now() + live.interval;
+        let id = live.id;
+        for (stack, tag, w) in out {
+            let ev = Event::Sample {
+                id,
+                stack,
+                weight_us: w.as_micros() as u64,
+                tag,
+            };
+            if self.tx.try_send(ev).is_err() {
+                self.stats.dropped += 1;
+            }
+        }
+    }
+
+    /// The poll on track `i` ended: close its episode, or, if it was long
+    /// only by waiting for a CPU, say which poll was excused.
+    fn end_poll(&mut self, i: usize, now: Instant, reason: EndReason) {
+        if self.tracks[i].live.is_some() {
+            self.end_episode(i, now, reason);
+            return;
+        }
+        let t = &self.tracks[i];
+        if !t.candidate {
+            return;
+        }
+        let end = t.prev_tick + now.saturating_duration_since(t.prev_tick) / 2;
+        let info = t.slot.info();
+        let task_id = t.slot.task_id.load(Ordering::Relaxed);
+        let excused = Descheduled {
+            thread: info.name,
+            tid: t.tid,
+            spawned_at: t.slot.location.load(Ordering::Relaxed),
+            task_id: (task_id != 0).then_some(task_id),
+            wall: end.saturating_duration_since(t.poll_start()),
+            own: t.acct.map_or(Duration::ZERO, |a| a.own),
+        };
+        self.stats.descheduled += 1;
+        let _ = self.tx.try_send(Event::Descheduled(Box::new(excused)));
+    }
+
+    fn end_episode(&mut self, i: usize, now: Instant, reason: EndReason) {
+        let t = &mut self.tracks[i];
+        let Some(mut live) = t.live.take() else {
+            return;
+        };
+        // The poll ended somewhere between the previous tick and now (or
+        // now, for one still blocked at stop).
+        let end = match reason {
+            EndReason::Stopped => now,
+            _ => {
+                let prev = t.prev_tick.max(t.acct.map_or(live.start, |a| a.last_at()));
+                prev + now.saturating_duration_since(prev) / 2
+            }
+        };
+        let mut events = Vec::new();
+        // An answer that arrived for the pending request, taken during the poll.
+        let late = live.pending.take().and_then(|p| p.cancel());
+        let mut first = Some(match late {
+            Some(raw) if raw.epoch == t.epoch => StackOf::Captured(Box::new(raw)),
+            _ => StackOf::Same,
+        });
+        let tail = t
+            .acct
+            .as_mut()
+            .map(|a| a.tail(end, live.last_seen, live.last_span));
+        let mut parts: Vec<(Tag, Duration)> = live.pending_own.drain(..).collect();
+        if let Some(tail) = tail {
+            parts.push((live.last_tag, tail.own));
+        }
+        for (tag, w) in parts {
+            if w.is_zero() {
+                continue;
+            }
+            events.push(Event::Sample {
+                id: live.id,
+                stack: first.take().unwrap_or(StackOf::Same),
+                weight_us: w.as_micros() as u64,
+                tag,
+            });
+        }
+        let (on_cpu, runnable) = t
+            .acct
+            .map_or((Duration::ZERO, Duration::ZERO), |a| (a.cpu, a.runnable));
+        events.push(Event::Ended {
+            id: live.id,
+            duration: end.saturating_duration_since(live.start),
+            uncertainty: live.start_uncertainty + now.saturating_duration_since(t.prev_tick) / 2,
+            missed: live.missed,
+            on_cpu,
+            runnable,
+            reason,
+        });
+        for ev in events {
+            let _ = self.tx.send(ev);
+        }
+    }
+}
+
+/// Copies the user stack of a thread blocked in the kernel, from outside.
+/// Kept only if the thread did not move meanwhile: its syscall line read
+/// again afterwards is the same, byte for byte.
+fn read_blocked(
+    files: &ThreadFiles,
+    (lo, hi): (u64, u64),
+    epoch: u64,
+    sp: u64,
+    pc: u64,
+    line: &[u8],
+) -> Option<RawSample> {
+    // An sp outside the registered stack: another stack (a coroutine's, an
+    // emulator's own), nothing to read there.
+    if sp < lo || sp >= hi || sp % 8 != 0 {
+        return None;
+    }
+    let len = ((hi - sp) as usize).min(READ_BYTES);
+    let mut bytes = vec![0u8; len];
+    let n = crate::sys::memory::read(sp, &mut bytes).ok()?;
+    let mut again = [0u8; SYSCALL_LINE];
+    let m = files.syscall_line(&mut again)?;
+    if again[..m] != *line {
+        return None;
+    }
+    let words: Vec<u64> = bytes[..n - n % 8]
+        .chunks_exact(8)
+        .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default()))
+        .collect();
+    Some(RawSample::from_stack_copy(epoch, pc, sp, &words))
+}
+
+/// 0 below 2× the threshold, 1 from 2×, 2 from 4×.
+fn level_of(elapsed: Duration, threshold: Duration) -> u8 {
+    if elapsed >= threshold * 4 {
+        2
+    } else if elapsed >= threshold * 2 {
+        1
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels() {
+        let t = Duration::from_millis(20);
+        assert_eq!(level_of(Duration::from_millis(39), t), 0);
+        assert_eq!(level_of(Duration::from_millis(40), t), 1);
+        assert_eq!(level_of(Duration::from_millis(80), t), 2);
+    }
+}

@@ -1,0 +1,471 @@
+//! The watchdog's decision rules, as pure functions of what it observed.
+//!
+//! These rules are what a user trusts pollwatch for, so they depend only on
+//! the kernel's accounting of the thread, never on whether a signal was
+//! answered: a thread inside a long system call, or waiting for a CPU,
+//! cannot answer, and that says nothing about whether the poll blocked.
+//!
+//! A poll's **own time** is its wall time minus the time its thread was
+//! runnable but not running. The kernel adds a run-queue wait to
+//! `schedstat` only when the wait ends, so:
+//! - a thread seen **sleeping** (`S`/`D`) has every earlier wait accounted:
+//!   the span's own time is exact, wall minus accounted waits;
+//! - a thread seen **runnable** (`R`) may be in a wait not accounted yet:
+//!   only its CPU time counts as its own (a lower bound), and the rest is
+//!   presumed waiting (a credit that later accounted waits pay off, so no
+//!   wait is subtracted twice).
+//!
+//! An episode starts when own time reaches the threshold. A short poll that
+//! was preempted for long never does; a long one is found however loaded
+//! the machine, because own time does not depend on the load.
+
+use std::time::{Duration, Instant};
+
+use crate::episode::Tag;
+use crate::sys::proc::{Sched, Syscall};
+
+/// Below this much CPU between two looks, a thread blocked in the same
+/// syscall with the same arguments has not moved.
+pub(crate) const PARKED_CPU: Duration = Duration::from_micros(200);
+
+/// CPU a thread must get in a span, with a signal unanswered all along, for
+/// that CPU to count as spent in the kernel (a long `read`, `munmap`, page
+/// faults): a thread in user code answers within microseconds of getting a
+/// CPU, so this much without an answer is not a race with the handler.
+pub(crate) const KERNEL_CPU: Duration = Duration::from_micros(200);
+
+/// What the thread's state letter says, for accounting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Seen {
+    /// `R`: running, or runnable and waiting for a CPU.
+    Runnable,
+    /// `S`, `D` and the other sleeping states.
+    Blocked,
+    /// `Z`, `X`, or unreadable: the thread is gone.
+    Gone,
+}
+
+impl Seen {
+    pub(crate) fn from_state(letter: Option<u8>) -> Seen {
+        match letter {
+            Some(b'R') => Seen::Runnable,
+            Some(b'Z' | b'X') | None => Seen::Gone,
+            Some(_) => Seen::Blocked,
+        }
+    }
+}
+
+/// One look at a thread: when, and its scheduler accounting then.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Point {
+    pub(crate) at: Instant,
+    pub(crate) sched: Sched,
+}
+
+/// How the time between two looks divides up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub(crate) wall: Duration,
+    pub(crate) cpu: Duration,
+    /// The poll's own time in the span.
+    pub(crate) own: Duration,
+    /// Time runnable but not running.
+    pub(crate) runnable: Duration,
+}
+
+/// The running account of one poll, from its first look.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Account {
+    last: Point,
+    /// Own time so far.
+    pub(crate) own: Duration,
+    /// CPU time so far.
+    pub(crate) cpu: Duration,
+    /// Runnable-not-running time so far.
+    pub(crate) runnable: Duration,
+    /// Time presumed waiting (seen runnable without CPU) that the kernel
+    /// has not accounted yet.
+    credit: Duration,
+}
+
+impl Account {
+    pub(crate) fn new(first: Point) -> Self {
+        Account {
+            last: first,
+            own: Duration::ZERO,
+            cpu: Duration::ZERO,
+            runnable: Duration::ZERO,
+            credit: Duration::ZERO,
+        }
+    }
+
+    /// When the last look was.
+    pub(crate) fn last_at(&self) -> Instant {
+        self.last.at
+    }
+
+    /// Takes a new look: the span since the previous one, classified by
+    /// the state seen now.
+    pub(crate) fn advance(&mut self, now: Point, seen: Seen) -> Span {
+        let wall = now.at.saturating_duration_since(self.last.at);
+        let cpu =
+            Duration::from_nanos(now.sched.cpu_ns.saturating_sub(self.last.sched.cpu_ns)).min(wall);
+        let mut waited =
+            Duration::from_nanos(now.sched.wait_ns.saturating_sub(self.last.sched.wait_ns));
+        // Waits accounted now may belong to earlier spans already presumed waiting.
+        let paid = waited.min(self.credit);
+        self.credit -= paid;
+        waited -= paid;
+        let span = match seen {
+            Seen::Runnable | Seen::Gone => {
+                let runnable = wall - cpu;
+                // What this span presumed beyond the waits already accounted in it.
+                self.credit += runnable.saturating_sub(waited);
+                Span {
+                    wall,
+                    cpu,
+                    own: cpu,
+                    runnable,
+                }
+            }
+            Seen::Blocked => {
+                let runnable = waited.min(wall - cpu);
+                Span {
+                    wall,
+                    cpu,
+                    own: wall - runnable,
+                    runnable,
+                }
+            }
+        };
+        self.own += span.own;
+        self.cpu += span.cpu;
+        self.runnable += span.runnable;
+        self.last = now;
+        span
+    }
+
+    /// The span from the last look to `end` (the poll's estimated end),
+    /// split as the last state seen suggests: the tail after the last look
+    /// has no look of its own.
+    pub(crate) fn tail(&mut self, end: Instant, last_seen: Seen, last_span: Span) -> Span {
+        let wall = end.saturating_duration_since(self.last.at);
+        let span = match last_seen {
+            Seen::Blocked => Span {
+                wall,
+                cpu: Duration::ZERO,
+                own: wall,
+                runnable: Duration::ZERO,
+            },
+            Seen::Runnable | Seen::Gone => {
+                let share = |d: Duration| match last_span.wall.as_nanos() {
+                    0 => d,
+                    w => Duration::from_nanos(
+                        (d.as_nanos() * last_span.cpu.as_nanos() / w).min(u64::MAX as u128) as u64,
+                    ),
+                };
+                let cpu = share(wall);
+                Span {
+                    wall,
+                    cpu,
+                    own: cpu,
+                    runnable: wall - cpu,
+                }
+            }
+        };
+        self.own += span.own;
+        self.cpu += span.cpu;
+        self.runnable += span.runnable;
+        self.last.at = end.max(self.last.at);
+        span
+    }
+}
+
+/// What to do about a poll that is not an episode yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Look {
+    /// Look again after this long.
+    Again(Duration),
+    /// Its own time crossed the threshold: an episode.
+    Episode,
+}
+
+/// The decision for a poll seen `wall` into its run with `own` time of its
+/// own (`None`: not measured yet, because its wall time is still below the
+/// threshold and own time cannot exceed wall time).
+pub(crate) fn look(
+    wall: Duration,
+    own: Option<Duration>,
+    threshold: Duration,
+    interval: Duration,
+) -> Look {
+    match own {
+        _ if wall < threshold => Look::Again(threshold - wall),
+        Some(own) if own >= threshold => Look::Episode,
+        // Look again when the rest could at the earliest be done, but often
+        // enough that a sleeping phase is measured in small steps: a thread
+        // seen runnable counts only its CPU, so fewer looks lose sleep time.
+        Some(own) => Look::Again(((threshold - own) / 2).clamp(interval, threshold / 4)),
+        None => Look::Again(Duration::ZERO),
+    }
+}
+
+/// How to get the stack for this sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum How {
+    /// The thread sits where it sat at the last sample: same stack.
+    Same,
+    /// Blocked in the kernel with a frozen user stack: copy it from outside,
+    /// without interrupting the call.
+    Read { sp: u64, pc: u64 },
+    /// Running: signal it.
+    Signal,
+    /// A signal sent earlier is still unanswered: wait for it.
+    Await,
+    /// Nothing can be read (blocked, and its memory cannot be read from
+    /// outside): account the time to the last stack.
+    Nothing,
+}
+
+/// Chooses how to sample a thread seen `seen`, whose syscall line reads
+/// `syscall`.
+pub(crate) fn how(
+    seen: Seen,
+    syscall: Option<Syscall>,
+    same_line: bool,
+    cpu: Duration,
+    pending: bool,
+    can_read: bool,
+) -> How {
+    match (seen, syscall) {
+        (Seen::Gone, _) => How::Nothing,
+        (Seen::Blocked, Some(Syscall::Blocked { sp, pc, .. })) => {
+            if same_line && cpu < PARKED_CPU {
+                How::Same
+            } else if can_read {
+                How::Read { sp, pc }
+            } else {
+                // Never signal a blocked thread: that is what interrupts
+                // sleeps with EINTR.
+                How::Nothing
+            }
+        }
+        _ if pending => How::Await,
+        _ => How::Signal,
+    }
+}
+
+/// The state the span's own time is reported in. `unanswered` says that a
+/// signal sent before the span began is still not answered at its end.
+pub(crate) fn tag(seen: Seen, syscall: Option<Syscall>, span: Span, unanswered: bool) -> Tag {
+    match (seen, syscall) {
+        (Seen::Blocked, Some(Syscall::Blocked { nr, .. })) => Tag::OffCpu { syscall: nr },
+        (Seen::Blocked, _) => Tag::OffCpu { syscall: None },
+        // Got CPU while the signal stayed pending: that CPU went to the kernel.
+        _ if unanswered && span.cpu >= KERNEL_CPU => Tag::Kernel,
+        _ => Tag::OnCpu,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+    const T: Duration = Duration::from_millis(20);
+
+    fn at(t0: Instant, ms: u64, cpu_ms: u64, wait_ms: u64) -> Point {
+        Point {
+            at: t0 + MS * ms as u32,
+            sched: Sched {
+                cpu_ns: cpu_ms * 1_000_000,
+                wait_ns: wait_ms * 1_000_000,
+            },
+        }
+    }
+
+    /// Looks at a poll every `step` ms along a scripted timeline and
+    /// returns its account: `script(ms) -> (cpu_ms, wait_ms, seen)`.
+    fn run(until: u64, step: u64, script: impl Fn(u64) -> (u64, u64, Seen)) -> Account {
+        let t0 = Instant::now();
+        let mut a = Account::new(at(t0, 0, 0, 0));
+        let mut ms = step;
+        while ms <= until {
+            let (cpu, wait, seen) = script(ms);
+            a.advance(at(t0, ms, cpu, wait), seen);
+            ms += step;
+        }
+        a
+    }
+
+    #[test]
+    fn quiet_machine_sleep_is_all_own_time() {
+        let a = run(40, 5, |_| (0, 0, Seen::Blocked));
+        assert_eq!(a.own, 40 * MS);
+        assert_eq!(a.runnable, Duration::ZERO);
+    }
+
+    #[test]
+    fn quiet_machine_cpu_loop_is_all_own_time() {
+        let a = run(40, 5, |ms| (ms, 0, Seen::Runnable));
+        assert_eq!(a.own, 40 * MS);
+        assert_eq!(a.cpu, 40 * MS);
+    }
+
+    #[test]
+    fn saturated_machine_cpu_loop_counts_only_its_cpu() {
+        // Half the CPU; the waits are accounted late, each time it runs again.
+        let a = run(80, 5, |ms| (ms / 2, ms / 2 - (ms / 2) % 10, Seen::Runnable));
+        assert_eq!(a.own, 40 * MS);
+        assert_eq!(a.runnable, 40 * MS);
+        assert_eq!(look(80 * MS, Some(a.own), T, MS), Look::Episode);
+    }
+
+    #[test]
+    fn preempted_short_poll_is_not_an_episode() {
+        // 5 ms of CPU spread over 60 ms of waiting for one.
+        let a = run(60, 5, |ms| (ms / 12, ms - ms / 12, Seen::Runnable));
+        assert!(a.own < T, "{a:?}");
+        assert!(matches!(look(60 * MS, Some(a.own), T, MS), Look::Again(_)));
+    }
+
+    #[test]
+    fn waits_accounted_late_are_not_subtracted_twice() {
+        // Seen runnable without CPU for 10 ms, then asleep: the 10 ms wait
+        // shows up in schedstat only at the second look.
+        let t0 = Instant::now();
+        let mut a = Account::new(at(t0, 0, 0, 0));
+        a.advance(at(t0, 10, 0, 0), Seen::Runnable);
+        a.advance(at(t0, 30, 1, 10), Seen::Blocked);
+        assert_eq!(a.runnable, 10 * MS);
+        assert_eq!(a.own, 20 * MS);
+    }
+
+    #[test]
+    fn sleep_then_spin_is_measured_by_frequent_looks() {
+        // 19 ms asleep, then 21 ms on CPU; looks every millisecond while a
+        // candidate: both phases count.
+        let a = run(40, 1, |ms| {
+            if ms <= 19 {
+                (0, 0, Seen::Blocked)
+            } else {
+                (ms - 19, 0, Seen::Runnable)
+            }
+        });
+        assert_eq!(a.own, 40 * MS);
+    }
+
+    #[test]
+    fn host_stopped_cpu_without_waits_counts_as_own_time() {
+        // The hypervisor stopped the vCPU: the guest charges the time to the
+        // thread as CPU. pollwatch cannot tell that from a CPU loop, and says
+        // so in the README; it is own time by the kernel's account.
+        let a = run(30, 5, |ms| (ms, 0, Seen::Runnable));
+        assert_eq!(a.own, 30 * MS);
+    }
+
+    #[test]
+    fn new_thread_is_measured_from_its_first_look_like_any_other() {
+        // The account starts at the first look, whatever the thread's age:
+        // a 40 ms spin first seen 5 ms in reaches the threshold.
+        let a = run(35, 5, |ms| (ms, 0, Seen::Runnable));
+        assert_eq!(look(40 * MS, Some(a.own), T, MS), Look::Episode);
+    }
+
+    #[test]
+    fn looks_before_the_threshold_need_no_accounting() {
+        assert_eq!(look(5 * MS, None, T, MS), Look::Again(15 * MS));
+        assert_eq!(look(25 * MS, Some(19 * MS), T, MS), Look::Again(MS));
+        assert_eq!(look(25 * MS, Some(2 * MS), T, MS), Look::Again(5 * MS));
+        assert_eq!(look(25 * MS, None, T, MS), Look::Again(Duration::ZERO));
+    }
+
+    #[test]
+    fn blocked_threads_are_never_signalled() {
+        let blocked = Some(Syscall::Blocked {
+            nr: Some(230),
+            sp: 0x1000,
+            pc: 0x2000,
+        });
+        assert_eq!(
+            how(Seen::Blocked, blocked, false, MS, false, true),
+            How::Read {
+                sp: 0x1000,
+                pc: 0x2000
+            }
+        );
+        assert_eq!(
+            how(Seen::Blocked, blocked, true, Duration::ZERO, false, true),
+            How::Same
+        );
+        assert_eq!(
+            how(Seen::Blocked, blocked, false, MS, false, false),
+            How::Nothing
+        );
+        assert_eq!(
+            how(
+                Seen::Runnable,
+                Some(Syscall::Running),
+                false,
+                MS,
+                false,
+                true
+            ),
+            How::Signal
+        );
+        assert_eq!(
+            how(
+                Seen::Runnable,
+                Some(Syscall::Running),
+                false,
+                MS,
+                true,
+                true
+            ),
+            How::Await
+        );
+        assert_eq!(how(Seen::Gone, None, false, MS, true, true), How::Nothing);
+    }
+
+    #[test]
+    fn long_syscall_on_cpu_reads_as_kernel_time() {
+        let span = Span {
+            wall: MS,
+            cpu: MS,
+            own: MS,
+            runnable: Duration::ZERO,
+        };
+        let running = Some(Syscall::Running);
+        assert_eq!(tag(Seen::Runnable, running, span, false), Tag::OnCpu);
+        assert_eq!(tag(Seen::Runnable, running, span, true), Tag::Kernel);
+        // Waiting for a CPU with a signal unanswered is not kernel time.
+        let waiting = Span {
+            cpu: Duration::ZERO,
+            own: Duration::ZERO,
+            runnable: MS,
+            ..span
+        };
+        assert_eq!(tag(Seen::Runnable, running, waiting, true), Tag::OnCpu);
+        let nanosleep = Some(Syscall::Blocked {
+            nr: Some(230),
+            sp: 1,
+            pc: 2,
+        });
+        assert_eq!(
+            tag(Seen::Blocked, nanosleep, span, false),
+            Tag::OffCpu { syscall: Some(230) }
+        );
+    }
+
+    #[test]
+    fn a_poll_ending_between_looks_keeps_the_last_state() {
+        let t0 = Instant::now();
+        let mut a = Account::new(at(t0, 0, 0, 0));
+        let s = a.advance(at(t0, 20, 20, 0), Seen::Runnable);
+        let tail = a.tail(t0 + 25 * MS, Seen::Runnable, s);
+        assert_eq!(tail.own, 5 * MS);
+        let mut b = Account::new(at(t0, 0, 0, 0));
+        let s = b.advance(at(t0, 20, 0, 0), Seen::Blocked);
+        assert_eq!(b.tail(t0 + 22 * MS, Seen::Blocked, s).own, 2 * MS);
+    }
+}
