@@ -16,6 +16,18 @@ pub(crate) struct Sched {
     pub(crate) wait_ns: u64,
 }
 
+/// The state letter and CPU time split of a thread, from `stat`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Stat {
+    /// `R` running or runnable, `S` sleeping, `D` uninterruptible, `Z`/`X` gone.
+    pub(crate) state: u8,
+    /// CPU time in user mode and in the kernel, in clock ticks (10 ms).
+    /// Coarse, but the only way to tell, without interrupting it, that a
+    /// running thread is inside the kernel: its system time grows alone.
+    pub(crate) user_ticks: u64,
+    pub(crate) system_ticks: u64,
+}
+
 /// What `/proc/.../syscall` says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Syscall {
@@ -63,12 +75,11 @@ impl ThreadFiles {
         Some(Sched { cpu_ns, wait_ns })
     }
 
-    /// The thread's state letter (`R` running or runnable, `S` sleeping, `D`
-    /// uninterruptible, `Z`/`X` gone), from `stat`.
-    pub(crate) fn state(&self) -> Option<u8> {
+    /// The thread's state letter and user/system split, from `stat`.
+    pub(crate) fn stat(&self) -> Option<Stat> {
         let mut buf = [0u8; 512];
         let n = self.stat.as_ref()?.read_at(&mut buf, 0).ok()?;
-        parse_stat_state(&buf[..n])
+        parse_stat(&buf[..n])
     }
 
     /// The raw syscall line, for comparing two reads byte for byte.
@@ -95,7 +106,7 @@ impl ThreadFiles {
     /// inside a poll never releases its slot).
     pub(crate) fn alive(&self) -> bool {
         std::path::Path::new(&format!("/proc/self/task/{}", self.tid)).exists()
-            && !matches!(self.state(), Some(b'Z' | b'X') | None)
+            && !matches!(self.stat().map(|s| s.state), Some(b'Z' | b'X') | None)
     }
 }
 
@@ -108,11 +119,22 @@ fn parse_schedstat_wait(buf: &[u8]) -> Option<u64> {
         .ok()
 }
 
-/// The state letter follows the last `)`: the name in parentheses may
-/// contain anything, spaces and parentheses included.
-fn parse_stat_state(buf: &[u8]) -> Option<u8> {
+/// The fields after the name, which is in parentheses and may contain
+/// anything, spaces and parentheses included: state first, then utime and
+/// stime as the 12th and 13th.
+fn parse_stat(buf: &[u8]) -> Option<Stat> {
     let close = buf.iter().rposition(|&b| b == b')')?;
-    buf.get(close + 2).copied()
+    let rest = std::str::from_utf8(buf.get(close + 2..)?).ok()?;
+    let mut fields = rest.split_ascii_whitespace();
+    let state = *fields.next()?.as_bytes().first()?;
+    let mut fields = fields.skip(10);
+    let user_ticks = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+    let system_ticks = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+    Some(Stat {
+        state,
+        user_ticks,
+        system_ticks,
+    })
 }
 
 /// `running`, or `nr arg1..arg6 sp pc` (hex), or `-1 sp pc`.
@@ -169,7 +191,10 @@ mod tests {
 
     #[test]
     fn stat_and_schedstat() {
-        assert_eq!(parse_stat_state(b"42 (a) b) c) S 1 2 3"), Some(b'S'));
+        let line = b"42 (a) b) c) S 1 42 42 0 -1 4194560 100 0 0 0 17 3 0 0 20 0 1";
+        let st = parse_stat(line).unwrap();
+        assert_eq!((st.state, st.user_ticks, st.system_ticks), (b'S', 17, 3));
+        assert_eq!(parse_stat(b"42 (x) R").map(|s| s.state), Some(b'R'));
         assert_eq!(parse_schedstat_wait(b"123 456 7\n"), Some(456));
         let status = "Name:\tx\nSigPnd:\t0000000000000000\nSigBlk:\t0000000000400000\n";
         assert_eq!(parse_holds_blocked(status, libc::SIGURG), Some(false));
@@ -181,7 +206,7 @@ mod tests {
     fn files_of_this_thread() {
         let p = ThreadFiles::open(crate::sys::signal::gettid());
         assert!(p.sched().expect("cpu clock").cpu_ns > 0);
-        assert_eq!(p.state(), Some(b'R'));
+        assert_eq!(p.stat().map(|s| s.state), Some(b'R'));
         assert!(p.alive());
         let mut buf = [0u8; SYSCALL_LINE];
         // Read while running: "running" (or the read itself).

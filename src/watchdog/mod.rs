@@ -33,7 +33,7 @@ use crate::episode::{
 };
 use crate::registry::{self, Slot};
 use crate::sampler::{self, Answer, Missed, Pending, RawSample, Target};
-use crate::sys::proc::{self as procfs, Syscall, ThreadFiles, SYSCALL_LINE};
+use crate::sys::proc::{self as procfs, Stat, Syscall, ThreadFiles, SYSCALL_LINE};
 use policy::{Account, How, Look, Point, Seen, Span};
 
 /// After this many samples in one episode the interval doubles (and again
@@ -111,9 +111,17 @@ struct Live {
     pending_own: Vec<(Tag, Duration)>,
     /// The program blocks the sampling signal (checked once it stayed unanswered).
     blocks_signal: Option<bool>,
+    /// User/system ticks when the thread last changed between them, and
+    /// whether it is inside the kernel by them.
+    stat_ref: Option<Stat>,
+    in_kernel: bool,
     /// A signal was answered promptly at least once: its stack is trusted
     /// over late answers, which show where the thread resumed.
     prompt: bool,
+    /// A stack (or a reason there is none) was sent; own time before it is
+    /// held here.
+    has_stack: bool,
+    held: Vec<(Tag, Duration)>,
     reported: u8,
     excused: Arc<AtomicBool>,
 }
@@ -131,6 +139,12 @@ struct Track {
     prev_tick: Instant,
     /// The poll's account, from its first look.
     acct: Option<Account>,
+    /// The thread's user/system split at the first look.
+    stat_at_first_look: Option<Stat>,
+    /// The thread's CPU clock at a tick that found it between polls: CPU it
+    /// used from then to a poll's first look is that poll's (a worker
+    /// between polls runs for microseconds, or sleeps).
+    idle_cpu: Option<(Instant, u64)>,
     /// The poll's wall time passed the threshold.
     candidate: bool,
     /// The thread is gone without releasing its slot (a raw `exit`).
@@ -153,6 +167,8 @@ impl Track {
             seen_after: last_tick,
             prev_tick: last_tick,
             acct: None,
+            stat_at_first_look: None,
+            idle_cpu: None,
             candidate: false,
             dead: false,
             files: None,
@@ -172,10 +188,12 @@ impl Track {
     }
 
     fn begin_account(&mut self, now: Instant) {
-        self.acct = self
-            .files()
+        let files = self.files();
+        let first = files
             .sched()
             .map(|sched| Account::new(Point { at: now, sched }));
+        self.stat_at_first_look = files.stat();
+        self.acct = first;
     }
 
     /// When the poll most likely began: halfway between the last tick that
@@ -231,6 +249,8 @@ impl Watchdog {
 
     /// Runs until a stop request; ends every open episode on the way out.
     pub(crate) fn run(mut self) {
+        // Ticks on time on a saturated machine: each is microseconds of work.
+        crate::sys::thread::request_short_slices(Duration::from_micros(100));
         let mut wake = Instant::now();
         loop {
             if self.stop.sleep_until(wake) {
@@ -315,12 +335,23 @@ impl Watchdog {
             t.acct = None;
             t.candidate = false;
             if epoch % 2 == 0 {
+                t.idle_cpu = crate::sys::thread::cpu_time_ns(t.tid).map(|c| (now, c));
                 return None;
             }
             t.begin_account(now);
+            // The poll began after the last tick; if that tick found the
+            // thread between polls, the CPU since is the poll's own, not
+            // lost to the gap before this first look (a watchdog kept from
+            // its CPU makes that gap long).
+            if let (Some((at, before)), Some(a)) = (t.idle_cpu.take(), t.acct.as_mut()) {
+                if at == t.prev_tick {
+                    a.add_unseen_cpu(now.saturating_duration_since(at), before);
+                }
+            }
             return Some(now + threshold);
         }
         if epoch % 2 == 0 {
+            t.idle_cpu = crate::sys::thread::cpu_time_ns(t.tid).map(|c| (now, c));
             return None;
         }
         if t.live.is_some() {
@@ -334,7 +365,7 @@ impl Watchdog {
             }
             let files = t.files.get_or_insert_with(|| ThreadFiles::open(t.tid));
             let sched = files.sched();
-            let seen = Seen::from_state(files.state());
+            let seen = Seen::from_state(files.stat().map(|s| s.state));
             match (t.acct.as_mut(), sched) {
                 (Some(a), Some(sched)) if seen != Seen::Gone => {
                     a.advance(Point { at: now, sched }, seen);
@@ -394,7 +425,11 @@ impl Watchdog {
             pending: None,
             pending_own: Vec::new(),
             blocks_signal: None,
+            stat_ref: t.stat_at_first_look,
+            in_kernel: false,
             prompt: false,
+            has_stack: false,
+            held: Vec::new(),
             // A detection that came late (the thread was descheduled) has
             // already passed 2× and 4×: the first report covers those.
             reported: level_of(stuck, self.settings.threshold),
@@ -476,7 +511,8 @@ impl Watchdog {
         let (tid, epoch, slot) = (t.tid, t.epoch, t.slot);
         let files = t.files.get_or_insert_with(|| ThreadFiles::open(tid));
         let sched = files.sched();
-        let seen = Seen::from_state(files.state());
+        let stat = files.stat();
+        let seen = Seen::from_state(stat.map(|s| s.state));
         let mut line = [0u8; SYSCALL_LINE];
         let line_len = files.syscall_line(&mut line);
         let syscall = line_len.and_then(|n| procfs::parse_syscall(&line[..n]));
@@ -502,6 +538,13 @@ impl Watchdog {
         let own_total = acct.own;
         let live = t.live.as_mut().expect("sample() needs a live episode");
         let same_line = matches!((&live.read_at, line_len), (Some((l, n)), Some(m)) if *n == m && l[..*n] == line[..m]);
+        if let (Some(r), Some(st)) = (live.stat_ref, stat) {
+            if let Some(k) = policy::in_kernel(r, st) {
+                live.in_kernel = k;
+                live.stat_ref = Some(st);
+            }
+        }
+        let in_kernel = seen == Seen::Runnable && live.in_kernel;
         let how = policy::how(
             seen,
             syscall,
@@ -514,7 +557,7 @@ impl Watchdog {
         live.emitted_own = own_total;
         let span_start = now.checked_sub(span.wall).unwrap_or(now);
         let mut out: Vec<(StackOf, Tag, Duration)> = Vec::new();
-        let mut tag = policy::tag(seen, syscall, span, false);
+        let mut tag = policy::tag(seen, syscall, span, in_kernel);
         match how {
             How::Same | How::Nothing => out.push((StackOf::Same, tag, own)),
             How::Read { sp, pc } => {
@@ -668,7 +711,23 @@ impl Watchdog {
         }
         live.next_sample = Instant::now() + live.interval;
         let id = live.id;
+        // Time with no stack yet waits for the first one: until then there
+        // is no "same place" to give it to.
+        let mut events = Vec::new();
         for (stack, tag, w) in out {
+            match stack {
+                StackOf::Same if !live.has_stack => live.held.push((tag, w)),
+                StackOf::Same => events.push((StackOf::Same, tag, w)),
+                first => {
+                    live.has_stack = true;
+                    let mut first = Some(first);
+                    for (t, held) in live.held.drain(..).chain([(tag, w)]) {
+                        events.push((first.take().unwrap_or(StackOf::Same), t, held));
+                    }
+                }
+            }
+        }
+        for (stack, tag, w) in events {
             let ev = Event::Sample {
                 id,
                 stack,
@@ -732,7 +791,11 @@ impl Watchdog {
             .acct
             .as_mut()
             .map(|a| a.tail(end, live.last_seen, live.last_span));
-        let mut parts: Vec<(Tag, Duration)> = live.pending_own.drain(..).collect();
+        let mut parts: Vec<(Tag, Duration)> = live
+            .held
+            .drain(..)
+            .chain(live.pending_own.drain(..))
+            .collect();
         if let Some(tail) = tail {
             parts.push((live.last_tag, tail.own));
         }
@@ -747,12 +810,13 @@ impl Watchdog {
                 tag,
             });
         }
+        let duration = end.saturating_duration_since(live.start);
         let (on_cpu, runnable) = t
             .acct
-            .map_or((Duration::ZERO, Duration::ZERO), |a| (a.cpu, a.runnable));
+            .map_or((Duration::ZERO, Duration::ZERO), |a| a.scaled_to(duration));
         events.push(Event::Ended {
             id: live.id,
-            duration: end.saturating_duration_since(live.start),
+            duration,
             uncertainty: live.start_uncertainty + now.saturating_duration_since(t.prev_tick) / 2,
             missed: live.missed,
             on_cpu,

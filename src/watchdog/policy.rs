@@ -22,7 +22,7 @@
 use std::time::{Duration, Instant};
 
 use crate::episode::Tag;
-use crate::sys::proc::{Sched, Syscall};
+use crate::sys::proc::{Sched, Stat, Syscall};
 
 /// Below this much CPU between two looks, a thread blocked in the same
 /// syscall with the same arguments has not moved.
@@ -77,6 +77,8 @@ pub(crate) struct Span {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Account {
     last: Point,
+    /// Wall time looked at so far (from the first look).
+    pub(crate) wall: Duration,
     /// Own time so far.
     pub(crate) own: Duration,
     /// CPU time so far.
@@ -92,11 +94,24 @@ impl Account {
     pub(crate) fn new(first: Point) -> Self {
         Account {
             last: first,
+            wall: Duration::ZERO,
             own: Duration::ZERO,
             cpu: Duration::ZERO,
             runnable: Duration::ZERO,
             credit: Duration::ZERO,
         }
+    }
+
+    /// Counts the CPU a thread used in the `gap` before the first look,
+    /// from its CPU clock `cpu_before` at the gap's start: own time for
+    /// sure, whatever else the gap held (a lower bound, like any span seen
+    /// runnable).
+    pub(crate) fn add_unseen_cpu(&mut self, gap: Duration, cpu_before: u64) {
+        let cpu = Duration::from_nanos(self.last.sched.cpu_ns.saturating_sub(cpu_before)).min(gap);
+        self.wall += gap;
+        self.own += cpu;
+        self.cpu += cpu;
+        self.runnable += gap - cpu;
     }
 
     /// When the last look was.
@@ -138,6 +153,7 @@ impl Account {
                 }
             }
         };
+        self.wall += span.wall;
         self.own += span.own;
         self.cpu += span.cpu;
         self.runnable += span.runnable;
@@ -173,11 +189,26 @@ impl Account {
                 }
             }
         };
+        self.wall += span.wall;
         self.own += span.own;
         self.cpu += span.cpu;
         self.runnable += span.runnable;
         self.last.at = end.max(self.last.at);
         span
+    }
+
+    /// CPU and runnable time over a poll of `duration`, of which the
+    /// account saw only `self.wall` (the start came before the first
+    /// look): the unseen part is split as the seen part was.
+    pub(crate) fn scaled_to(&self, duration: Duration) -> (Duration, Duration) {
+        let scale = |d: Duration| match self.wall.as_nanos() {
+            0 => Duration::ZERO,
+            w => Duration::from_nanos(
+                (d.as_nanos() * duration.as_nanos() / w).min(u64::MAX as u128) as u64,
+            ),
+        };
+        let cpu = scale(self.cpu).min(duration);
+        (cpu, scale(self.runnable).min(duration - cpu))
     }
 }
 
@@ -207,6 +238,26 @@ pub(crate) fn look(
         // seen runnable counts only its CPU, so fewer looks lose sleep time.
         Some(own) => Look::Again(((threshold - own) / 2).clamp(interval, threshold / 4)),
         None => Look::Again(Duration::ZERO),
+    }
+}
+
+/// CPU a runnable thread must have had since the last look before it is
+/// signalled. Without it, it may be a thread just woken in the kernel,
+/// waiting for a CPU to return from its call: a signal then turns a
+/// `poll` that timed out into `EINTR`. A thread that got no CPU could not
+/// have answered anyway.
+pub(crate) const SIGNAL_CPU: Duration = Duration::from_micros(50);
+
+/// Whether a running thread is inside the kernel, from how its user and
+/// system times grew since `reference` (`None`: neither grew, 10 ms ticks
+/// are coarse; keep the last judgement).
+pub(crate) fn in_kernel(reference: Stat, now: Stat) -> Option<bool> {
+    let user = now.user_ticks.saturating_sub(reference.user_ticks);
+    let system = now.system_ticks.saturating_sub(reference.system_ticks);
+    match (user, system) {
+        (0, 0) => None,
+        (0, _) => Some(true),
+        _ => Some(false),
     }
 }
 
@@ -251,12 +302,16 @@ pub(crate) fn how(
             }
         }
         _ if pending => How::Await,
+        _ if cpu < SIGNAL_CPU => How::Same,
+        // Inside the kernel too: the signal stays armed until the call
+        // returns, and its stack, taken there, shows where the call was made.
         _ => How::Signal,
     }
 }
 
 /// The state the span's own time is reported in. `unanswered` says that a
-/// signal sent before the span began is still not answered at its end.
+/// signal sent before the span began is still not answered at its end, or
+/// that the thread's system time alone grew: its CPU went to the kernel.
 pub(crate) fn tag(seen: Seen, syscall: Option<Syscall>, span: Span, unanswered: bool) -> Tag {
     match (seen, syscall) {
         (Seen::Blocked, Some(Syscall::Blocked { nr, .. })) => Tag::OffCpu { syscall: nr },
@@ -373,6 +428,19 @@ mod tests {
     }
 
     #[test]
+    fn cpu_before_the_first_look_counts() {
+        // A tick saw the thread between polls at CPU 100 ms; the first look
+        // at its poll came 15 ms later (a starved watchdog) at 112 ms.
+        let t0 = Instant::now();
+        let mut a = Account::new(at(t0, 15, 112, 0));
+        a.add_unseen_cpu(15 * MS, 100_000_000);
+        assert_eq!(a.own, 12 * MS);
+        assert_eq!(a.wall, 15 * MS);
+        a.advance(at(t0, 25, 122, 0), Seen::Runnable);
+        assert_eq!(a.own, 22 * MS);
+    }
+
+    #[test]
     fn looks_before_the_threshold_need_no_accounting() {
         assert_eq!(look(5 * MS, None, T, MS), Look::Again(15 * MS));
         assert_eq!(look(25 * MS, Some(19 * MS), T, MS), Look::Again(MS));
@@ -423,6 +491,14 @@ mod tests {
                 true
             ),
             How::Await
+        );
+        // Runnable without CPU since the last look: maybe just woken inside
+        // a syscall (a `poll` that timed out would turn into EINTR), and it
+        // could not answer anyway: not signalled.
+        let running = Some(Syscall::Running);
+        assert_eq!(
+            how(Seen::Runnable, running, false, Duration::ZERO, false, true),
+            How::Same
         );
         assert_eq!(how(Seen::Gone, None, false, MS, true, true), How::Nothing);
     }
