@@ -145,6 +145,9 @@ struct Track {
     /// used from then to a poll's first look is that poll's (a worker
     /// between polls runs for microseconds, or sleeps).
     idle_cpu: Option<(Instant, u64)>,
+    /// CPU in the span of the last look before the episode began: the first
+    /// sample comes right after it, in a span of microseconds.
+    detect_cpu: Duration,
     /// The poll's wall time passed the threshold.
     candidate: bool,
     /// The thread is gone without releasing its slot (a raw `exit`).
@@ -169,6 +172,7 @@ impl Track {
             acct: None,
             stat_at_first_look: None,
             idle_cpu: None,
+            detect_cpu: Duration::ZERO,
             candidate: false,
             dead: false,
             files: None,
@@ -368,7 +372,7 @@ impl Watchdog {
             let seen = Seen::from_state(files.stat().map(|s| s.state));
             match (t.acct.as_mut(), sched) {
                 (Some(a), Some(sched)) if seen != Seen::Gone => {
-                    a.advance(Point { at: now, sched }, seen);
+                    t.detect_cpu = a.advance(Point { at: now, sched }, seen).cpu;
                     Some(a.own)
                 }
                 _ => {
@@ -545,11 +549,15 @@ impl Watchdog {
             }
         }
         let in_kernel = seen == Seen::Runnable && live.in_kernel;
+        let recent_cpu = match live.samples {
+            0 => span.cpu.max(t.detect_cpu),
+            _ => span.cpu,
+        };
         let how = policy::how(
             seen,
             syscall,
             same_line,
-            span.cpu,
+            recent_cpu,
             live.pending.is_some(),
             can_read && stack.is_some(),
         );
@@ -785,7 +793,11 @@ impl Watchdog {
         let late = live.pending.take().and_then(|p| p.cancel());
         let mut first = Some(match late {
             Some(raw) if raw.epoch == t.epoch => StackOf::Captured(Box::new(raw)),
-            _ => StackOf::Same,
+            _ if live.has_stack => StackOf::Same,
+            _ if live.missed > 0 => {
+                StackOf::Unknown("the thread did not answer the sampling signal")
+            }
+            _ => StackOf::Unknown("the poll ended before its stack could be taken"),
         });
         let tail = t
             .acct
