@@ -289,6 +289,7 @@ mod tests {
             missed: 0,
             on_cpu: Duration::ZERO,
             off_cpu: Duration::from_millis(ms),
+            runnable: Duration::ZERO,
             stacks: vec![Stack {
                 frames: vec![Frame {
                     function: function.into(),

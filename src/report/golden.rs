@@ -76,6 +76,7 @@ fn episode(
         missed: (id == 3) as u32,
         on_cpu,
         off_cpu,
+        runnable: Duration::from_micros(1_500 * id),
         stacks,
         ended_by: if id == 4 {
             "still_blocked_at_stop"

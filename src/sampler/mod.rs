@@ -356,6 +356,24 @@ impl Pending {
         }
     }
 
+    /// Whether the answer is in.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.buf.state.load(Ordering::Acquire) == READY
+    }
+
+    /// Sleeps until the answer is in or `until`, whichever comes first,
+    /// without taking it.
+    pub(crate) fn sleep_until_ready(&self, until: Instant) {
+        loop {
+            let s = self.buf.state.load(Ordering::Acquire);
+            let now = Instant::now();
+            if s == READY || now >= until {
+                return;
+            }
+            signal::futex_wait(&self.buf.state, s, until - now);
+        }
+    }
+
     /// Waits up to `deadline` for the answer (the futex the handler wakes).
     pub(crate) fn wait(self, deadline: Duration) -> Answer {
         let until = Instant::now() + deadline;

@@ -63,6 +63,11 @@ pub(crate) struct Stop {
 }
 
 impl Stop {
+    /// Whether a stop was requested.
+    fn requested(&self) -> bool {
+        *self.flag.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub(crate) fn request(&self) {
         *self.flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
         self.cv.notify_all();
@@ -122,6 +127,8 @@ struct Live {
     /// held here.
     has_stack: bool,
     held: Vec<(Tag, Duration)>,
+    /// Time the report stage had no room for yet.
+    unsent: Vec<(Tag, Duration)>,
     reported: u8,
     excused: Arc<AtomicBool>,
 }
@@ -257,7 +264,23 @@ impl Watchdog {
         crate::sys::thread::request_short_slices(Duration::from_micros(100));
         let mut wake = Instant::now();
         loop {
-            if self.stop.sleep_until(wake) {
+            // A thread that could not answer at once answers when it gets a
+            // CPU back; waking right then lets the next request find it
+            // running, for a prompt, unbiased sample. (The stop flag is
+            // read at every tick, at most an interval away.)
+            match self
+                .tracks
+                .iter()
+                .find_map(|t| t.live.as_ref()?.pending.as_ref())
+            {
+                Some(p) => p.sleep_until_ready(wake),
+                None => {
+                    if self.stop.sleep_until(wake) {
+                        break;
+                    }
+                }
+            }
+            if self.stop.requested() {
                 break;
             }
             let now = Instant::now();
@@ -434,6 +457,7 @@ impl Watchdog {
             prompt: false,
             has_stack: false,
             held: Vec::new(),
+            unsent: Vec::new(),
             // A detection that came late (the thread was descheduled) has
             // already passed 2× and 4×: the first report covers those.
             reported: level_of(stuck, self.settings.threshold),
@@ -500,7 +524,12 @@ impl Watchdog {
             // Blocking where blocking belongs: just wait for the poll to end.
             return Some(now + MAX_INTERVAL);
         }
-        if now < due {
+        let answered = self.tracks[i]
+            .live
+            .as_ref()
+            .and_then(|l| l.pending.as_ref())
+            .is_some_and(|p| p.is_ready());
+        if now < due && !answered {
             return Some(due);
         }
         self.sample(i, now);
@@ -735,6 +764,14 @@ impl Watchdog {
                 }
             }
         }
+        // A report stage that falls behind loses stacks, never time: what
+        // could not be sent waits, as time at the last stack sent, for the
+        // next sample.
+        let unsent = std::mem::take(&mut live.unsent);
+        let events = unsent
+            .into_iter()
+            .map(|(tag, w)| (StackOf::Same, tag, w))
+            .chain(events);
         for (stack, tag, w) in events {
             let ev = Event::Sample {
                 id,
@@ -742,8 +779,16 @@ impl Watchdog {
                 weight_us: w.as_micros() as u64,
                 tag,
             };
-            if self.tx.try_send(ev).is_err() {
-                self.stats.dropped += 1;
+            if let Err(std::sync::mpsc::TrySendError::Full(Event::Sample { stack, tag, .. })) =
+                self.tx.try_send(ev)
+            {
+                if matches!(stack, StackOf::Captured(_)) {
+                    self.stats.dropped += 1;
+                }
+                match live.unsent.iter_mut().find(|(t, _)| *t == tag) {
+                    Some((_, total)) => *total += w,
+                    None => live.unsent.push((tag, w)),
+                }
             }
         }
     }
@@ -804,8 +849,9 @@ impl Watchdog {
             .as_mut()
             .map(|a| a.tail(end, live.last_seen, live.last_span));
         let mut parts: Vec<(Tag, Duration)> = live
-            .held
+            .unsent
             .drain(..)
+            .chain(live.held.drain(..))
             .chain(live.pending_own.drain(..))
             .collect();
         if let Some(tail) = tail {

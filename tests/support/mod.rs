@@ -69,9 +69,11 @@ pub fn cpu_spin(cpu: Duration) -> Duration {
     let start = thread_cpu_time();
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     while thread_cpu_time() - start < cpu {
-        // The thread's CPU clock is a syscall: read it once a millisecond,
-        // so that samples land in this loop and not in the clock read.
-        let until = Instant::now() + Duration::from_millis(1);
+        // The thread's CPU clock is a syscall: read it every 5 ms, so that
+        // samples land in this loop and not in the clock read (a loaded
+        // machine's scheduler preempts a thread at its syscalls, and a
+        // thread answers a signal where it resumes).
+        let until = Instant::now() + Duration::from_millis(5);
         while Instant::now() < until {
             for _ in 0..1000 {
                 x = std::hint::black_box(x.rotate_left(5) ^ 0x51_7cc1_b727_220a);
