@@ -111,8 +111,8 @@ pub use error::{Error, Result};
 pub use guard::Guard;
 pub use probe::{enter_poll, watch, PollGuard, Watched};
 pub use report::{
-    Budget, BudgetExceeded, Counters, Episode, Exceeded, Frame, Overhead, Report, Stack,
-    ThreadState,
+    Artifacts, Budget, BudgetExceeded, Counters, Episode, Exceeded, Frame, MalformedLine, Overhead,
+    Report, Stack, ThreadState,
 };
 #[cfg(feature = "async-std")]
 pub use runtime::async_std;

@@ -341,11 +341,13 @@ fn artifact_dirs_load_with_bad_lines_skipped_and_counted() {
         folded::lines(&Stacks::of(&episodes()))
     );
 
-    let err = super::load::load(&[base.join("missing")]).unwrap_err();
+    let err = super::load::load(&[base.join("missing")])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("missing"), "{err}");
     let empty = base.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let err = super::load::load(&[empty]).unwrap_err();
+    let err = super::load::load(&[empty]).unwrap_err().to_string();
     assert!(err.contains("no pollwatch artifacts"), "{err}");
     let _ = std::fs::remove_dir_all(&base);
 }

@@ -73,7 +73,6 @@ pub(crate) fn line(ep: &Episode, ctx: &Context<'_>) -> String {
     line
 }
 
-#[cfg_attr(not(test), allow(dead_code))] // read by the `pollwatch` command, next
 /// One episode read back, with what its process recorded beside it.
 #[derive(Clone, Debug)]
 pub(crate) struct Parsed {
@@ -82,7 +81,6 @@ pub(crate) struct Parsed {
     pub(crate) cwd: Option<String>,
 }
 
-#[cfg_attr(not(test), allow(dead_code))] // read by the `pollwatch` command, next
 /// Parses one line; `Err` says why it is not an episode.
 pub(crate) fn parse_line(line: &str) -> Result<Parsed, String> {
     let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
@@ -128,17 +126,14 @@ pub(crate) fn parse_line(line: &str) -> Result<Parsed, String> {
     })
 }
 
-#[cfg_attr(not(test), allow(dead_code))] // read by the `pollwatch` command, next
 fn u(o: &Map<String, Value>, k: &str) -> Option<u64> {
     o.get(k).and_then(Value::as_u64)
 }
 
-#[cfg_attr(not(test), allow(dead_code))] // read by the `pollwatch` command, next
 fn string(o: &Map<String, Value>, k: &str) -> Option<String> {
     o.get(k).and_then(Value::as_str).map(str::to_owned)
 }
 
-#[cfg_attr(not(test), allow(dead_code))] // read by the `pollwatch` command, next
 /// A `*_ms` field as a duration, rounded to the nanosecond so that what was
 /// written from whole microseconds reads back exactly.
 fn dur(o: &Map<String, Value>, k: &str) -> Option<Duration> {
@@ -148,7 +143,6 @@ fn dur(o: &Map<String, Value>, k: &str) -> Option<Duration> {
         .then(|| Duration::from_nanos((ms * 1e6).round() as u64))
 }
 
-#[cfg_attr(not(test), allow(dead_code))] // read by the `pollwatch` command, next
 fn stack(v: &Value) -> Option<Stack> {
     let o = v.as_object()?;
     let frames = match o.get("frames") {
@@ -176,7 +170,6 @@ fn stack(v: &Value) -> Option<Stack> {
     })
 }
 
-#[cfg_attr(not(test), allow(dead_code))] // read by the `pollwatch` command, next
 fn frame(v: &Value) -> Option<Frame> {
     let o = v.as_object()?;
     Some(Frame {

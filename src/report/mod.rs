@@ -1,6 +1,7 @@
 //! The report: blocking episodes with symbolized stacks, and the artifacts
 //! written from them (flamegraph, folded stacks, JSON lines, summary).
 
+mod artifacts;
 pub(crate) mod files;
 mod flamegraph;
 mod folded;
@@ -8,7 +9,6 @@ mod gate;
 #[cfg(test)]
 mod golden;
 pub(crate) mod jsonl;
-#[cfg_attr(not(test), allow(dead_code))] // read by the `pollwatch` command, next
 pub(crate) mod load;
 mod pprof;
 pub(crate) mod stacks;
@@ -24,6 +24,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+pub use artifacts::{Artifacts, MalformedLine};
 pub use gate::{Budget, BudgetExceeded, Exceeded};
 
 /// One frame of a symbolized stack.
@@ -79,6 +80,11 @@ impl fmt::Display for Frame {
 }
 
 static CWD: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Shows paths relative to `dir` from now on, unless a path was shown already.
+pub(crate) fn set_path_base(dir: Option<String>) {
+    let _ = CWD.set(dir);
+}
 
 /// The directory source paths are shown relative to: the process's working
 /// directory (recorded in `episodes.jsonl` as `cwd`), or the one recorded
@@ -139,7 +145,6 @@ pub enum ThreadState {
 }
 
 impl ThreadState {
-    #[cfg_attr(not(test), allow(dead_code))] // read by the `pollwatch` command, next
     /// The state [`Display`](fmt::Display) printed as `s`: the inverse of
     /// `to_string`, for reading `episodes.jsonl` back.
     pub(crate) fn parse(s: &str) -> ThreadState {
