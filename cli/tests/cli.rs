@@ -58,6 +58,11 @@ fn child_process() {
             .unwrap();
         }
     });
+    if std::env::var_os("POLLWATCH_CLI_HANG").is_some() {
+        // Wait to be killed, the guard still running: `finish` never comes.
+        std::thread::sleep(Duration::from_secs(120));
+        std::process::exit(3);
+    }
     drop(rt);
     let report = guard.finish().unwrap();
     assert_eq!(report.episodes().len(), blocks, "{report}");
@@ -327,4 +332,88 @@ fn bad_input_is_a_clear_error_and_a_non_zero_exit() {
     );
     let o = pollwatch(&[&"report"]);
     assert_eq!(o.status.code(), Some(2));
+}
+
+/// Polls `cond` every few milliseconds until it holds or `limit` passes.
+fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let t = std::time::Instant::now();
+    while t.elapsed() < limit {
+        if cond() {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cond().then(|| t.elapsed())
+}
+
+fn lines_in(p: &Path) -> usize {
+    std::fs::read_to_string(p).map_or(0, |s| s.lines().count())
+}
+
+/// A service killed with SIGKILL (or SIGTERM, whose default action is the
+/// same: no destructor, no `finish`) keeps every episode that ended before
+/// its death: its artifacts are rewritten soon after the last episode, with
+/// no later event needed, and `pollwatch report` recovers them all.
+#[test]
+fn a_killed_process_leaves_fresh_artifacts_and_report_recovers_every_episode() {
+    let base = scratch("killed");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_process", "--ignored", "--nocapture"])
+        .env("POLLWATCH_CLI_OUT", &base)
+        .env("POLLWATCH_CLI_WHICH", "config")
+        .env("POLLWATCH_CLI_BLOCKS", "3")
+        .env("POLLWATCH_CLI_HANG", "1")
+        .env_remove("POLLWATCH")
+        .env_remove("POLLWATCH_DIR")
+        .spawn()
+        .unwrap();
+    let dir = {
+        let found = wait_for(Duration::from_secs(30), || !dirs_in(&base).is_empty());
+        assert!(found.is_some(), "the child never created its directory");
+        dirs_in(&base).remove(0)
+    };
+    let jsonl = dir.join("episodes.jsonl");
+    // Each block is several thresholds long; on a loaded machine the three
+    // may take a while, but each episode is appended as it ends.
+    let ended = wait_for(Duration::from_secs(60), || lines_in(&jsonl) >= 3);
+    assert!(
+        ended.is_some(),
+        "3 episodes never reached {}",
+        jsonl.display()
+    );
+    // No event follows the last episode: the rewrite must come from the
+    // stage's own timer, due 500 ms after the last episode at most
+    // (flush::QUIET.max(flush::MIN_GAP)); the bound here allows for a
+    // machine so loaded that the report thread waits for a CPU.
+    let summary = dir.join("summary.txt");
+    let fresh = wait_for(Duration::from_secs(20), || {
+        std::fs::read_to_string(&summary).is_ok_and(|s| s.contains("3 blocking episodes"))
+    });
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    let after = fresh.unwrap_or_else(|| {
+        panic!(
+            "summary.txt not rewritten after the last episode:\n{}",
+            std::fs::read_to_string(&summary).unwrap_or_default()
+        )
+    });
+    eprintln!("summary rewritten {after:?} after the third episode was appended");
+    let folded = read(&dir.join("stacks.folded"));
+    assert!(
+        folded.contains("cli_child_sleeps_in_config_load"),
+        "{folded}"
+    );
+    assert!(read(&dir.join("flamegraph.svg")).contains("3 blocking episodes"));
+    assert!(dir.join("profile.pb.gz").is_file());
+
+    // And from the source of truth, whatever the rendered files say.
+    let o = pollwatch(&[&"report", &dir]);
+    let stdout = text(&o.stdout);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(stdout.contains("3 blocking episodes"), "{stdout}");
+    assert!(
+        stdout.contains("cli_child_sleeps_in_config_load"),
+        "{stdout}"
+    );
 }

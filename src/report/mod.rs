@@ -4,6 +4,8 @@
 mod artifacts;
 pub(crate) mod files;
 mod flamegraph;
+#[cfg(pollwatch_supported)]
+mod flush;
 mod folded;
 mod gate;
 #[cfg(test)]

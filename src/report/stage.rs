@@ -8,6 +8,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use super::files::Writer;
+use super::flush::Pending;
 use super::stacks::Stacks;
 use super::view;
 use super::{syscalls, Episode, Frame, Report, Stack, ThreadState};
@@ -22,9 +23,6 @@ const MAX_EPISODES: usize = 10_000;
 const MAX_EPISODE_BYTES: usize = 4 << 20;
 /// Distinct stacks kept per episode.
 const MAX_STACKS_PER_EPISODE: usize = 64;
-/// Rewrite the end-of-run files at most this often while running, so that a
-/// process that never finishes its guard still leaves a recent flamegraph.
-const FLUSH_EVERY: Duration = Duration::from_secs(2);
 
 /// Settings of the report stage.
 pub(crate) struct StageConfig {
@@ -87,7 +85,10 @@ pub(crate) struct Stage {
     limit: RateLimit,
     watchdog: WatchdogStats,
     last_flush: Instant,
+    /// An episode ended since the loop last looked.
     dirty: bool,
+    /// Episodes ended since the artifacts were last rewritten.
+    pending: Pending,
     errors: Vec<crate::Error>,
     /// Episodes not reported: long only while waiting on the runtime's own locks.
     runtime_lock_waits: u64,
@@ -123,6 +124,7 @@ impl Stage {
             watchdog: WatchdogStats::default(),
             last_flush: Instant::now(),
             dirty: false,
+            pending: Pending::default(),
             errors: Vec::new(),
             runtime_lock_waits: 0,
             symbolize_time,
@@ -134,24 +136,41 @@ impl Stage {
     pub(crate) fn run(mut self, rx: Receiver<Event>) -> (Report, Vec<crate::Error>) {
         while let Some(ev) = self.wait(&rx) {
             self.handle(ev);
-            if self.dirty && self.last_flush.elapsed() >= FLUSH_EVERY {
-                self.flush();
+            if std::mem::take(&mut self.dirty) {
+                self.pending.ended(Instant::now());
             }
         }
         self.finish()
     }
 
-    /// The next event, giving back the debug info's pages if the queue stays
-    /// empty until they fall due; `None` once the watchdog has hung up.
+    /// The next event; while waiting, rewrites the artifacts when they fall
+    /// due (soon after the last episode ended, see [`Pending::due`]) and gives
+    /// back the debug info's pages when the queue stays empty until they fall
+    /// due. `None` once the watchdog has hung up.
     fn wait(&mut self, rx: &Receiver<Event>) -> Option<Event> {
-        if let Some(due) = self.sym.release_due_in() {
-            match rx.recv_timeout(due) {
+        loop {
+            let flush_at = self.pending.due(self.last_flush);
+            let release_in = self.sym.release_due_in();
+            let now = Instant::now();
+            let timeout = match (flush_at, release_in) {
+                (None, None) => return rx.recv().ok(),
+                (Some(at), None) => at.saturating_duration_since(now),
+                (None, Some(d)) => d,
+                (Some(at), Some(d)) => at.saturating_duration_since(now).min(d),
+            };
+            match rx.recv_timeout(timeout) {
                 Ok(ev) => return Some(ev),
-                Err(RecvTimeoutError::Timeout) => self.sym.release_pages(),
                 Err(RecvTimeoutError::Disconnected) => return None,
+                Err(RecvTimeoutError::Timeout) => {
+                    if flush_at.is_some_and(|at| at <= Instant::now()) {
+                        self.flush();
+                    }
+                    if self.sym.release_due_in() == Some(Duration::ZERO) {
+                        self.sym.release_pages();
+                    }
+                }
             }
         }
-        rx.recv().ok()
     }
 
     fn handle(&mut self, ev: Event) {
@@ -422,7 +441,7 @@ impl Stage {
     fn flush(&mut self) {
         self.counters();
         self.last_flush = Instant::now();
-        self.dirty = false;
+        self.pending.flushed();
         if let Some(w) = self.writer.as_ref() {
             let began = Instant::now();
             if let Err(e) = w.write_final(&self.report, &self.stacks) {
