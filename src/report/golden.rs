@@ -77,6 +77,7 @@ fn episode(
         on_cpu,
         off_cpu,
         stacks,
+        unwind: crate::config::Unwind::Auto,
         ended_by: if id == 4 {
             "still_blocked_at_stop"
         } else {
@@ -90,6 +91,8 @@ fn stack(frames: Vec<Frame>, us: u64, state: ThreadState) -> Stack {
         raw: (0..frames.len() as u64)
             .map(|i| 0x5555_0000 + i * 16)
             .collect(),
+        // One stack whose copy was cut short, so the field is exercised.
+        truncated: frames.len() == 2,
         frames,
         weight: Duration::from_micros(us),
         state,

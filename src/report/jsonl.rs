@@ -56,12 +56,14 @@ pub(crate) fn episode_json(ep: &Episode, ctx: &Context<'_>) -> Value {
         "stack": ep.frames().iter().map(frame_json).collect::<Vec<_>>(),
         "top_user_frame": ep.top_user_frame().map(frame_json),
         "ended_by": ep.ended_by,
+        "unwind": ep.unwind.name(),
         "cwd": ctx.cwd,
         "stacks": ep.stacks.iter().map(|s| json!({
             "weight_ms": ms_f64(s.weight),
             "state": s.state.to_string(),
             "frames": s.frames.iter().map(frame_json).collect::<Vec<_>>(),
             "raw": s.raw.iter().map(|a| format!("{a:#x}")).collect::<Vec<_>>(),
+            "truncated": s.truncated,
         })).collect::<Vec<_>>(),
     })
 }
@@ -118,6 +120,11 @@ pub(crate) fn parse_line(line: &str) -> Result<Parsed, String> {
             Some("still_blocked_at_stop") => "still_blocked_at_stop",
             Some(_) => "unknown",
         },
+        // Written before the field existed: frame pointers were the only way.
+        unwind: match o.get("unwind").and_then(Value::as_str) {
+            Some(name) => crate::config::Unwind::from_name(name).unwrap_or_default(),
+            None => crate::config::Unwind::FramePointers,
+        },
     };
     Ok(Parsed {
         episode,
@@ -167,6 +174,7 @@ fn stack(v: &Value) -> Option<Stack> {
             .and_then(Value::as_str)
             .map_or(ThreadState::Other("unknown".into()), ThreadState::parse),
         raw,
+        truncated: o.get("truncated").and_then(Value::as_bool).unwrap_or(false),
     })
 }
 

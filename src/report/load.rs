@@ -102,6 +102,7 @@ pub(crate) fn load<P: AsRef<Path>>(dirs: &[P]) -> Result<Loaded> {
         threshold: threshold.unwrap_or(crate::Config::DEFAULT_THRESHOLD),
         total_episodes: episodes.len() as u64,
         total_blocked: episodes.iter().map(|e| e.duration).sum(),
+        unwind: episodes.first().map(|e| e.unwind).unwrap_or_default(),
         episodes,
         ..Report::default()
     };

@@ -182,9 +182,13 @@ pub struct Stack {
     pub weight: Duration,
     /// What the thread was doing there.
     pub state: ThreadState,
-    /// Raw addresses, innermost first, after leaf repair and before
-    /// symbolization and trimming (the interrupted pc, then return addresses).
+    /// Raw addresses, innermost first, as unwound and before symbolization
+    /// and trimming (the interrupted pc, then return addresses).
     pub raw: Vec<u64>,
+    /// A sample of this stack copied less than the whole stack (the copy
+    /// size was reached), so frames past the copy came from frame records
+    /// only, or are missing.
+    pub truncated: bool,
 }
 
 /// A poll that held its worker thread longer than the threshold.
@@ -207,6 +211,7 @@ pub struct Episode {
     pub(crate) on_cpu: Duration,
     pub(crate) off_cpu: Duration,
     pub(crate) stacks: Vec<Stack>,
+    pub(crate) unwind: crate::config::Unwind,
     pub(crate) ended_by: &'static str,
 }
 
@@ -416,6 +421,7 @@ pub struct Overhead {
 pub struct Report {
     pub(crate) episodes: Vec<Episode>,
     pub(crate) threshold: Duration,
+    pub(crate) unwind: crate::config::Unwind,
     pub(crate) dir: Option<PathBuf>,
     pub(crate) counters: Counters,
     pub(crate) overhead: Overhead,
@@ -544,6 +550,7 @@ mod tests {
             weight: Duration::from_millis(1),
             state: ThreadState::OnCpu,
             raw: vec![0; 30],
+            truncated: false,
         };
         let mut ep = Episode {
             id: 1,
@@ -562,6 +569,7 @@ mod tests {
             on_cpu: Duration::ZERO,
             off_cpu: Duration::ZERO,
             stacks: Vec::new(),
+            unwind: crate::config::Unwind::Auto,
             ended_by: "poll_returned",
         };
         let empty = ep.heap_bytes();

@@ -28,10 +28,13 @@ const MAX_STACKS_PER_EPISODE: usize = 64;
 pub(crate) struct StageConfig {
     pub(crate) threshold: Duration,
     pub(crate) live: bool,
+    pub(crate) unwind: crate::config::Unwind,
 }
 
 struct Agg {
     raw: Vec<RawFrame>,
+    /// A sample of this stack had its copy cut before the stack's top.
+    truncated: bool,
     tag: Tag,
     frames: Vec<Frame>,
     weight_us: u64,
@@ -101,10 +104,11 @@ impl Stage {
         let began = Instant::now();
         // Debug info is loaded at the first stack, not here: a run that never
         // blocks never pays its memory (tens of MiB for a large binary).
-        let sym = Symbolizer::new();
+        let sym = Symbolizer::with_mode(cfg.unwind);
         let symbolize_time = began.elapsed();
         let report = Report {
             threshold: cfg.threshold,
+            unwind: cfg.unwind,
             dir: writer.as_ref().map(|w| w.dir().to_path_buf()),
             ..Report::default()
         };
@@ -241,8 +245,9 @@ impl Stage {
             Tag::OffCpu { .. } => o.off_cpu_us += weight_us,
         }
         let began = Instant::now();
+        let truncated = raw.as_ref().is_some_and(|r| r.truncated);
         let stack = match raw {
-            Some(raw) => self.sym.repair(&raw),
+            Some(raw) => self.sym.unwind(&raw),
             None => match o.last {
                 Some(i) => o.stacks[i].raw.clone(),
                 None => Vec::new(),
@@ -265,6 +270,7 @@ impl Stage {
                 };
                 o.stacks.push(Agg {
                     raw: stack,
+                    truncated: false,
                     tag,
                     frames,
                     weight_us: 0,
@@ -275,6 +281,7 @@ impl Stage {
         };
         self.symbolize_time += began.elapsed();
         o.stacks[idx].weight_us += weight_us;
+        o.stacks[idx].truncated |= truncated;
         o.last = Some(idx);
         // A wait on the runtime's own lock is announced only if the episode
         // turns out to be more than that (it usually ends as not reported).
@@ -347,6 +354,7 @@ impl Stage {
                 weight: Duration::from_micros(a.weight_us),
                 state: state_of(a.tag),
                 raw: a.raw.iter().map(|r| r.address()).collect(),
+                truncated: a.truncated,
             })
             .collect();
         stacks.sort_by_key(|s| std::cmp::Reverse(s.weight));
@@ -368,6 +376,7 @@ impl Stage {
             on_cpu: Duration::from_micros(o.on_cpu_us),
             off_cpu: Duration::from_micros(o.off_cpu_us),
             stacks,
+            unwind: self.cfg.unwind,
             ended_by: match reason {
                 EndReason::PollReturned => "poll_returned",
                 EndReason::ThreadExited => "thread_exited",

@@ -11,12 +11,17 @@
 //!
 //! The handler side (`claim`, `fill`, `publish`) runs inside the signal handler
 //! and is async-signal-safe: atomics and bounded stack reads only.
+//!
+//! The handler does not unwind. Besides the registers and the frame-pointer
+//! chain (cheap, and all that `fp` mode uses), it copies the stack from `sp`
+//! upwards into a buffer allocated once, before any signal is sent, so that
+//! the stack can be unwound later with the unwind tables (`crate::unwind`).
 
 pub(crate) mod latency;
 pub(crate) mod unwind;
 
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::sys::signal::{self, StackWindow};
@@ -24,8 +29,17 @@ use crate::sys::Regs;
 
 /// Most return addresses one sample keeps.
 pub(crate) const MAX_FRAMES: usize = 192;
-/// Words copied from the top of the interrupted stack for offline leaf repair.
-pub(crate) const COPY_WORDS: usize = 128;
+/// Bytes of stack copied per sample unless configured otherwise: deep async
+/// stacks (a handler inside a connection task inside a runtime worker) use
+/// 10–30 KiB between the blocking call and the thread's entry.
+pub(crate) const DEFAULT_COPY_BYTES: usize = 32 * 1024;
+/// The most a sample copies: a bound on the buffer and on each event's size.
+pub(crate) const MAX_COPY_BYTES: usize = 1024 * 1024;
+/// Words copied in `fp` mode, for leaf repair only.
+pub(crate) const FP_COPY_WORDS: usize = 128;
+/// Copy buffers of growing size: a later start that asks for a bigger copy
+/// gets a new one, and the handler only ever reads one that is published.
+const COPY_SLOTS: usize = 4;
 
 /// How long `capture` spins before sleeping on the futex.
 const SPIN: Duration = Duration::from_micros(20);
@@ -43,11 +57,16 @@ struct SampleBuf {
     pc: AtomicU64,
     sp: AtomicU64,
     fp: AtomicU64,
+    chain: AtomicU64,
     lr: AtomicU64,
     nframes: AtomicU32,
     frames: [AtomicU64; MAX_FRAMES],
+    /// Which of `COPY` the handler fills, and how many words of it at most.
+    copy_slot: AtomicU32,
+    copy_limit: AtomicU32,
     ncopy: AtomicU32,
-    copy: [AtomicU64; COPY_WORDS],
+    /// The copy stopped at `copy_limit` before the top of the stack.
+    truncated: AtomicBool,
 }
 
 static BUF: SampleBuf = SampleBuf {
@@ -58,12 +77,37 @@ static BUF: SampleBuf = SampleBuf {
     pc: AtomicU64::new(0),
     sp: AtomicU64::new(0),
     fp: AtomicU64::new(0),
+    chain: AtomicU64::new(0),
     lr: AtomicU64::new(0),
     nframes: AtomicU32::new(0),
     frames: [const { AtomicU64::new(0) }; MAX_FRAMES],
+    copy_slot: AtomicU32::new(0),
+    copy_limit: AtomicU32::new(0),
     ncopy: AtomicU32::new(0),
-    copy: [const { AtomicU64::new(0) }; COPY_WORDS],
+    truncated: AtomicBool::new(false),
 };
+
+/// The stack-copy buffers, allocated by [`prepare`] (never by the handler).
+static COPY: [OnceLock<Box<[AtomicU64]>>; COPY_SLOTS] = [const { OnceLock::new() }; COPY_SLOTS];
+
+/// Allocates (once) a copy buffer of at least `bytes` and makes the
+/// following samples copy that much: called at start, before any signal.
+/// Past `COPY_SLOTS` growths the largest buffer so far is used. Returns the
+/// bytes each sample will copy at most.
+pub(crate) fn prepare(bytes: usize) -> usize {
+    let _one_at_a_time = REQUEST.lock().unwrap_or_else(|p| p.into_inner());
+    let words = bytes.clamp(8, MAX_COPY_BYTES) / 8;
+    let slot = COPY
+        .iter()
+        .position(|c| c.get().is_some_and(|b| b.len() >= words))
+        .or_else(|| COPY.iter().position(|c| c.get().is_none()))
+        .unwrap_or(COPY_SLOTS - 1);
+    let buf = COPY[slot].get_or_init(|| (0..words).map(|_| AtomicU64::new(0)).collect());
+    let granted = words.min(buf.len());
+    BUF.copy_slot.store(slot as u32, Ordering::Relaxed);
+    BUF.copy_limit.store(granted as u32, Ordering::Relaxed);
+    granted * 8
+}
 
 /// Serialises requesters (the watchdog, the start-up self-test).
 static REQUEST: Mutex<()> = Mutex::new(());
@@ -95,9 +139,9 @@ pub(crate) fn claim(tid: i32) -> Option<Claim> {
     })
 }
 
-/// Handler side: records registers, the frame-pointer chain and the top of the
-/// stack. Bounded: at most `MAX_FRAMES` records, `COPY_WORDS` words and one
-/// resync scan of `unwind::RESYNC_SPAN` bytes.
+/// Handler side: records registers, the frame-pointer chain and the stack
+/// from `sp` up. Bounded: at most `MAX_FRAMES` records, the prepared copy
+/// size and one resync scan of `unwind::RESYNC_SPAN` bytes.
 #[inline(always)]
 pub(crate) fn fill(_claim: &Claim, regs: &Regs, window: Option<&StackWindow>) {
     BUF.pc.store(regs.pc, Ordering::Relaxed);
@@ -105,6 +149,7 @@ pub(crate) fn fill(_claim: &Claim, regs: &Regs, window: Option<&StackWindow>) {
     BUF.lr.store(regs.lr, Ordering::Relaxed);
     let mut nframes = 0usize;
     let mut ncopy = 0usize;
+    let mut truncated = false;
     let mut start = 0u64;
     if let Some(w) = window {
         let read = |addr: u64| w.read(addr);
@@ -117,19 +162,20 @@ pub(crate) fn fill(_claim: &Claim, regs: &Regs, window: Option<&StackWindow>) {
             }
             None => false,
         });
-        let mut addr = w.lo();
-        while let (Some(slot), Some(word)) = (BUF.copy.get(ncopy), w.read(addr)) {
-            slot.store(word, Ordering::Relaxed);
-            ncopy = ncopy.wrapping_add(1);
-            addr = addr.wrapping_add(8);
-            if addr >= w.hi() {
-                break;
-            }
+        // `OnceLock::get` is one atomic load: it never blocks or allocates.
+        let copy = COPY
+            .get(BUF.copy_slot.load(Ordering::Relaxed) as usize)
+            .and_then(OnceLock::get);
+        let limit = BUF.copy_limit.load(Ordering::Relaxed) as usize;
+        if let Some(copy) = copy {
+            (ncopy, truncated) = w.copy_to(copy.get(..limit).unwrap_or(copy));
         }
     }
-    BUF.fp.store(start, Ordering::Relaxed);
+    BUF.fp.store(regs.fp, Ordering::Relaxed);
+    BUF.chain.store(start, Ordering::Relaxed);
     BUF.nframes.store(nframes as u32, Ordering::Relaxed);
     BUF.ncopy.store(ncopy as u32, Ordering::Relaxed);
+    BUF.truncated.store(truncated, Ordering::Relaxed);
 }
 
 /// Handler side: hands the buffer back to the watchdog and wakes it.
@@ -146,14 +192,38 @@ pub(crate) struct RawSample {
     pub(crate) pc: u64,
     /// Interrupted stack pointer; `copy[0]` was read from here.
     pub(crate) sp: u64,
-    /// Frame pointer the walk started from.
+    /// The frame-pointer register at the interruption (0: not known). The
+    /// unwind tables restore the caller's from it where a function keeps one.
     pub(crate) fp: u64,
+    /// Where the handler's frame-record walk started: `fp`, or the record a
+    /// resync scan found above `sp` when `fp` led nowhere.
+    pub(crate) chain: u64,
     /// Link register (aarch64), else 0.
     pub(crate) lr: u64,
     /// Return addresses from the frame-pointer chain, innermost first.
     pub(crate) frames: Vec<u64>,
-    /// Words at `[sp, sp + 8 * copy.len())`, for leaf repair.
+    /// Words at `[sp, sp + 8 * copy.len())`: what the unwinder reads.
     pub(crate) copy: Vec<u64>,
+    /// The copy stopped before the top of the stack (the configured size was
+    /// reached): an unwind that runs off its end is cut there.
+    pub(crate) truncated: bool,
+}
+
+impl RawSample {
+    /// A sample taken without a signal: a thread blocked in a system call,
+    /// whose `pc` and `sp` the kernel reports and whose stack words from
+    /// `sp` up were read from another thread. There is no frame-pointer
+    /// register, so the unwinder finds the frames from `copy` alone.
+    #[allow(dead_code)] // for the signal-free reads of blocked threads
+    pub(crate) fn from_stack(pc: u64, sp: u64, copy: Vec<u64>, truncated: bool) -> RawSample {
+        RawSample {
+            pc,
+            sp,
+            copy,
+            truncated,
+            ..RawSample::default()
+        }
+    }
 }
 
 /// What a sample request needs to know about its target.
@@ -178,6 +248,10 @@ pub(crate) enum Missed {
 /// Watchdog side: signals `target`, waits up to `deadline` for the handler and
 /// copies the sample out.
 pub(crate) fn capture(target: Target, sig: i32, deadline: Duration) -> Result<RawSample, Missed> {
+    if COPY[0].get().is_none() {
+        // Tests capture without a guard; a guard prepares at start.
+        prepare(DEFAULT_COPY_BYTES);
+    }
     let _one_at_a_time = REQUEST.lock().unwrap_or_else(|p| p.into_inner());
     BUF.tid.store(target.tid, Ordering::Relaxed);
     BUF.stack_lo.store(target.stack.0, Ordering::Relaxed);
@@ -224,20 +298,26 @@ pub(crate) fn capture(target: Target, sig: i32, deadline: Duration) -> Result<Ra
         signal::futex_wait(&BUF.state, s, until - now);
     }
     let n = (BUF.nframes.load(Ordering::Relaxed) as usize).min(MAX_FRAMES);
-    let c = (BUF.ncopy.load(Ordering::Relaxed) as usize).min(COPY_WORDS);
+    let copy = COPY
+        .get(BUF.copy_slot.load(Ordering::Relaxed) as usize)
+        .and_then(OnceLock::get)
+        .map_or(&[][..], |b| &b[..]);
+    let c = (BUF.ncopy.load(Ordering::Relaxed) as usize).min(copy.len());
     let sample = RawSample {
         pc: BUF.pc.load(Ordering::Relaxed),
         sp: BUF.sp.load(Ordering::Relaxed),
         fp: BUF.fp.load(Ordering::Relaxed),
+        chain: BUF.chain.load(Ordering::Relaxed),
         lr: BUF.lr.load(Ordering::Relaxed),
         frames: BUF.frames[..n]
             .iter()
             .map(|a| a.load(Ordering::Relaxed))
             .collect(),
-        copy: BUF.copy[..c]
+        copy: copy[..c]
             .iter()
             .map(|a| a.load(Ordering::Relaxed))
             .collect(),
+        truncated: BUF.truncated.load(Ordering::Relaxed),
     };
     BUF.tid.store(0, Ordering::Relaxed);
     BUF.state.store(IDLE, Ordering::Release);
@@ -326,7 +406,7 @@ mod tests {
                 continue;
             };
             total += 1;
-            let repaired = sym.repair(&s);
+            let repaired = sym.unwind(&s);
             if sym
                 .symbolize(&repaired)
                 .iter()
