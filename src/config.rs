@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 /// it: a load test or a deployment must be able to switch pollwatch off
 /// (`POLLWATCH`), send the artifacts elsewhere (`POLLWATCH_DIR`) and quieten
 /// stderr (`POLLWATCH_LIVE`) without a code change. The others (threshold,
-/// interval, signal) are the program's: a value set in code wins, and they
+/// interval, signal, unwind mode, stack copy) are the program's: a value set in code wins, and they
 /// apply only through [`Config::from_env`] (or [`init`](crate::init)), so a
 /// test that asserts on its own threshold cannot be changed under its feet.
 /// The list is [`Config::ENV_OVERRIDES`].
