@@ -20,6 +20,8 @@ pub(crate) mod summary;
 #[cfg(pollwatch_supported)]
 mod syscalls;
 pub(crate) mod view;
+#[cfg(test)]
+mod wellformed;
 
 use std::borrow::Cow;
 use std::fmt;

@@ -422,6 +422,9 @@ impl Stage {
         if !self.cfg.live || !self.limit.allow() {
             return;
         }
+        // Names come from the program (a thread name, a route): no control
+        // character of theirs reaches the terminal.
+        let line = super::clean(line);
         eprintln!("{line}");
         #[cfg(feature = "tracing")]
         tracing::warn!(target: "pollwatch", "{line}");
