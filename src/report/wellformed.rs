@@ -52,6 +52,7 @@ fn stack() -> impl Strategy<Value = Stack> {
             weight: Duration::from_micros(us),
             state,
             raw: vec![0x1000],
+            truncated: us % 2 == 0,
         },
     )
 }
@@ -85,6 +86,7 @@ fn episode() -> impl Strategy<Value = Episode> {
                 off_cpu: Duration::ZERO,
                 stacks,
                 ended_by: "poll_returned",
+                unwind: crate::config::Unwind::Auto,
             },
         )
 }
