@@ -152,23 +152,49 @@ fn deep(n: u32, until: Instant) -> u64 {
     r.wrapping_add(local[0])
 }
 
-fn per_sample() {
-    let depth = 60;
-    let block = Duration::from_secs_f64((2.0 * common::scale()).max(0.5));
+/// Recursion with 512-byte frames: 128 levels fill a 64 KiB copy.
+fn deep_big(n: u32, until: Instant) -> u64 {
+    let local = [u64::from(n); 64];
+    black_box(&local);
+    let r = if n == 0 {
+        let mut x = 0u64;
+        while Instant::now() < until {
+            x = black_box(x.wrapping_add(1));
+        }
+        x
+    } else {
+        deep_big(n - 1, until)
+    };
+    black_box(&local);
+    r.wrapping_add(local[0])
+}
+
+/// One per-sample run: a thread spinning at the bottom of a recursion is
+/// sampled every ms; returns (report, deepest raw stack).
+fn sample_run(
+    mode: pollwatch::Unwind,
+    copy: usize,
+    big: bool,
+    block: Duration,
+) -> (pollwatch::Report, usize) {
     let guard = pollwatch::Config::default()
         .output_dir(common::out_dir("per_sample"))
         .live(false)
+        .unwind(mode)
+        .stack_copy_bytes(copy)
         .start()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(200));
     std::thread::spawn(move || {
         let _in_poll = pollwatch::enter_poll();
-        black_box(deep(depth - 1, Instant::now() + block));
+        match big {
+            false => black_box(deep(59, Instant::now() + block)),
+            true => black_box(deep_big(127, Instant::now() + block)),
+        };
     })
     .join()
     .unwrap();
     let report = guard.finish().unwrap();
-    let o = report.overhead();
     let frames = report
         .episodes()
         .iter()
@@ -176,6 +202,14 @@ fn per_sample() {
         .map(|s| s.raw.len())
         .max()
         .unwrap_or(0);
+    (report, frames)
+}
+
+fn per_sample() {
+    let depth = 60;
+    let block = Duration::from_secs_f64((2.0 * common::scale()).max(0.5));
+    let (report, frames) = sample_run(pollwatch::Unwind::Auto, 32 * 1024, false, block);
+    let o = report.overhead();
     let deep_frames = report
         .episodes()
         .iter()
@@ -216,6 +250,40 @@ fn per_sample() {
         "—",
         "< 100 µs",
     );
+    // The copy's cost by size, on a stack deep enough (128 frames of 512
+    // bytes) that every size is filled; `fp` mode copies 1 KiB.
+    let short = block / 2;
+    let (fp, _) = sample_run(pollwatch::Unwind::FramePointers, 1024, true, short);
+    let fp_p50 = fp.overhead().capture_p50.unwrap_or_default();
+    for kib in [4usize, 16, 32, 64] {
+        let (r, _) = sample_run(pollwatch::Unwind::Auto, kib * 1024, true, short);
+        let p50 = r.overhead().capture_p50.unwrap_or_default();
+        row(
+            &format!("per sample: signal → stack captured, median, {kib} KiB copy (peer: fp mode, 1 KiB)"),
+            &us(p50),
+            &us(fp_p50),
+            &format!("{:.2}", p50.as_secs_f64() / fp_p50.as_secs_f64().max(1e-9)),
+            "—",
+        );
+    }
+    // Unwinding (and symbolizing the new addresses) per sample, report
+    // thread time, same 60-frame stack in each mode.
+    for (mode, copy) in [
+        (pollwatch::Unwind::Auto, 32 * 1024),
+        (pollwatch::Unwind::Dwarf, 32 * 1024),
+        (pollwatch::Unwind::FramePointers, 1024),
+    ] {
+        let (r, frames) = sample_run(mode, copy, false, short);
+        let o = r.overhead();
+        let per = o.symbolize_time / (o.samples_captured.max(1) as u32);
+        row(
+            &format!("per sample: unwind + symbolize on the report thread, {mode} mode ({frames}-frame stack)"),
+            &us(per),
+            "—",
+            "—",
+            "—",
+        );
+    }
 }
 
 fn detection() {

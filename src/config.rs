@@ -19,6 +19,8 @@ use crate::error::{Error, Result};
 /// | `POLLWATCH_DIR` | where `<exe>-<pid>/` with the artifacts is created | `target/pollwatch` |
 /// | `POLLWATCH_SIGNAL` | sampling signal: `SIGURG`, `SIGPROF`, `SIGRTMIN+3`, ... | `SIGURG` |
 /// | `POLLWATCH_LIVE` | `0` silences the live stderr lines | on |
+/// | `POLLWATCH_UNWIND` | `auto`, `dwarf` or `fp`: how stacks are unwound ([`Unwind`]) | `auto` |
+/// | `POLLWATCH_STACK_COPY_KIB` | stack bytes copied per sample, in KiB (1 to 1024) | 32 |
 ///
 /// Millisecond values may be fractional (`0.5`).
 ///
@@ -29,7 +31,7 @@ use crate::error::{Error, Result};
 /// it: a load test or a deployment must be able to switch pollwatch off
 /// (`POLLWATCH`), send the artifacts elsewhere (`POLLWATCH_DIR`) and quieten
 /// stderr (`POLLWATCH_LIVE`) without a code change. The others (threshold,
-/// interval, signal) are the program's: a value set in code wins, and they
+/// interval, signal, unwind mode, stack copy) are the program's: a value set in code wins, and they
 /// apply only through [`Config::from_env`] (or [`init`](crate::init)), so a
 /// test that asserts on its own threshold cannot be changed under its feet.
 /// The list is [`Config::ENV_OVERRIDES`].
@@ -75,6 +77,56 @@ pub struct Config {
     pub(crate) output_dir: PathBuf,
     pub(crate) signal: String,
     pub(crate) live: bool,
+    pub(crate) unwind: Unwind,
+    pub(crate) stack_copy: usize,
+}
+
+/// How a sampled stack is unwound into frames.
+///
+/// The signal handler never unwinds: it copies the registers and the top of
+/// the stack, and pollwatch's own thread unwinds that copy later.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Unwind {
+    /// The unwind tables (`.eh_frame`, which every Rust binary and libc
+    /// carry) where an object has them, frame records elsewhere and where
+    /// the tables run out. Needs no build flags.
+    #[default]
+    Auto,
+    /// The unwind tables only (frame records only for code without any).
+    Dwarf,
+    /// Frame records only: the cheapest sample (the handler copies 1 KiB),
+    /// complete only in code built with `-C force-frame-pointers=yes`.
+    FramePointers,
+}
+
+impl Unwind {
+    /// The name used by `POLLWATCH_UNWIND` and in the artifacts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Unwind::Auto => "auto",
+            Unwind::Dwarf => "dwarf",
+            Unwind::FramePointers => "fp",
+        }
+    }
+}
+
+impl Unwind {
+    /// The mode named `name` (`auto`, `dwarf`, `fp`; any case).
+    pub(crate) fn from_name(name: &str) -> Option<Unwind> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "auto" => Some(Unwind::Auto),
+            "dwarf" => Some(Unwind::Dwarf),
+            "fp" => Some(Unwind::FramePointers),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Unwind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl Default for Config {
@@ -86,6 +138,8 @@ impl Default for Config {
             output_dir: PathBuf::from(Self::DEFAULT_OUTPUT_DIR),
             signal: Self::DEFAULT_SIGNAL.to_owned(),
             live: true,
+            unwind: Unwind::Auto,
+            stack_copy: Self::DEFAULT_STACK_COPY,
         }
     }
 }
@@ -100,6 +154,10 @@ impl Config {
     /// The sampling signal: ignored by default, so a stray one never kills the
     /// host, passed through by debuggers, unused by libc.
     pub const DEFAULT_SIGNAL: &'static str = "SIGURG";
+    /// Stack bytes copied per sample for the unwinder: enough for deep async
+    /// stacks (a stack deeper than this is unwound by its frame records past
+    /// the copy, and flagged `truncated` in `episodes.jsonl`).
+    pub const DEFAULT_STACK_COPY: usize = 32 * 1024;
 
     /// The environment variables that [`start`](Config::start) applies over a
     /// configuration set in code (see [above](Config#which-variables-override-code)).
@@ -164,6 +222,30 @@ impl Config {
         if let Some(v) = lookup("POLLWATCH_LIVE") {
             self.live = parse_switch("POLLWATCH_LIVE", &v)?;
         }
+        if let Some(v) = lookup("POLLWATCH_UNWIND") {
+            self.unwind = match Unwind::from_name(&v) {
+                Some(mode) => mode,
+                None => {
+                    return Err(Error::Env {
+                        var: "POLLWATCH_UNWIND",
+                        value: v,
+                        expected: "auto, dwarf or fp",
+                    })
+                }
+            };
+        }
+        if let Some(v) = lookup("POLLWATCH_STACK_COPY_KIB") {
+            match v.trim().parse::<usize>() {
+                Ok(k @ 1..=1024) => self.stack_copy = k * 1024,
+                _ => {
+                    return Err(Error::Env {
+                        var: "POLLWATCH_STACK_COPY_KIB",
+                        value: v,
+                        expected: "a whole number of KiB from 1 to 1024",
+                    })
+                }
+            }
+        }
         Ok(self)
     }
 
@@ -204,6 +286,21 @@ impl Config {
         self
     }
 
+    /// Sets how stacks are unwound (default [`Unwind::Auto`]).
+    pub fn unwind(mut self, mode: Unwind) -> Self {
+        self.unwind = mode;
+        self
+    }
+
+    /// Sets how many bytes of stack each sample copies (1 KiB to 1 MiB,
+    /// default [`DEFAULT_STACK_COPY`](Config::DEFAULT_STACK_COPY)). The
+    /// buffer is allocated once, at start; `fp` mode copies 1 KiB whatever
+    /// this says.
+    pub fn stack_copy_bytes(mut self, bytes: usize) -> Self {
+        self.stack_copy = bytes;
+        self
+    }
+
     /// Enables or disables pollwatch; a disabled config starts nothing.
     /// `POLLWATCH` in the environment overrides it (either way: `POLLWATCH=1`
     /// turns on a configuration disabled in code).
@@ -235,6 +332,12 @@ impl Config {
     pub(crate) fn validate(&self) -> Result<i32> {
         for rule in &DURATIONS {
             rule.check(self)?;
+        }
+        if !(1024..=1024 * 1024).contains(&self.stack_copy) {
+            return Err(Error::Config(format!(
+                "stack copy of {} bytes is outside 1 KiB to 1 MiB",
+                self.stack_copy
+            )));
         }
         parse_signal(&self.signal).ok_or_else(|| {
             Error::Config(format!(
@@ -453,8 +556,12 @@ mod tests {
                 ("POLLWATCH_DIR", "/tmp/pw"),
                 ("POLLWATCH_SIGNAL", "SIGRTMIN+3"),
                 ("POLLWATCH", "on"),
+                ("POLLWATCH_UNWIND", "FP"),
+                ("POLLWATCH_STACK_COPY_KIB", "64"),
             ]))
             .unwrap();
+        assert_eq!(c.unwind, Unwind::FramePointers);
+        assert_eq!(c.stack_copy, 64 * 1024);
         assert_eq!(c.threshold, Duration::from_millis(50));
         assert_eq!(c.interval, Duration::from_micros(500));
         assert_eq!(c.output_dir, PathBuf::from("/tmp/pw"));
@@ -488,6 +595,9 @@ mod tests {
             ("POLLWATCH_SIGNAL", "SIGSEGV"),
             ("POLLWATCH_SIGNAL", "SIGRTMIN+999"),
             ("POLLWATCH_DIR", " "),
+            ("POLLWATCH_UNWIND", "libunwind"),
+            ("POLLWATCH_STACK_COPY_KIB", "0"),
+            ("POLLWATCH_STACK_COPY_KIB", "4096"),
         ] {
             let pairs: &'static [(&'static str, &'static str)] = Box::leak(Box::new([(var, val)]));
             let err = Config::default().apply_env(env(pairs)).unwrap_err();

@@ -63,6 +63,15 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// An artifact directory could not be read back
+    /// ([`Artifacts::read`](crate::Artifacts::read)): missing, unreadable, or
+    /// without an `episodes.jsonl` in it or in its subdirectories.
+    Artifacts {
+        /// The directory or file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Another [`Guard`](crate::Guard) is still running in this process.
     AlreadyRunning,
     /// A pollwatch thread could not be started or stopped cleanly.
@@ -106,6 +115,9 @@ impl fmt::Display for Error {
             }
             Error::OutputDir { path, source } => {
                 write!(f, "pollwatch: cannot use output directory {}: {source}", path.display())
+            }
+            Error::Artifacts { path, reason } => {
+                write!(f, "pollwatch: {}: {reason}", path.display())
             }
             Error::Write { path, source } => {
                 write!(f, "pollwatch: cannot write {}: {source}", path.display())

@@ -175,12 +175,17 @@ fn start_running(cfg: &Config, signal: i32, pid: u32) -> Result<Running> {
             writer.dir().display()
         );
     }
-    check_frame_pointers(signal);
+    self_test(signal, cfg.unwind);
 
     let (tx, rx) = mpsc::sync_channel(CHANNEL_CAPACITY);
+    sampler::prepare(match cfg.unwind {
+        crate::config::Unwind::FramePointers => sampler::FP_COPY_WORDS * 8,
+        _ => cfg.stack_copy,
+    });
     let stage_cfg = StageConfig {
         threshold: cfg.threshold,
         live: cfg.live,
+        unwind: cfg.unwind,
     };
     let stage = std::thread::Builder::new()
         .name("pollwatch-report".into())
@@ -216,18 +221,22 @@ fn start_running(cfg: &Config, signal: i32, pid: u32) -> Result<Running> {
 }
 
 #[cfg(pollwatch_supported)]
-/// Captures this thread's stack through three known calls and warns when the
-/// frame-pointer chain does not reach back through them: then stacks will be
-/// cut short, and the fix is a rebuild with frame pointers.
-fn check_frame_pointers(signal: i32) {
-    static WARNED: AtomicBool = AtomicBool::new(false);
-    let depth = fp_probe_1(signal);
-    if let Some(n) = depth {
-        if n < 3 && !WARNED.swap(true, Ordering::Relaxed) {
-            eprintln!(
-                "pollwatch: warning: the frame-pointer chain is broken (self-test saw {n} of 3 frames); \
-                 stacks will be incomplete. Build with RUSTFLAGS=\"-C force-frame-pointers=yes\"."
-            );
+/// Says once, in one line, what this build lacks for good stacks (nothing
+/// when it lacks nothing): see `crate::selftest`.
+fn self_test(signal: i32, mode: crate::config::Unwind) {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    let facts = crate::selftest::Facts {
+        mode,
+        debug_info: crate::selftest::executable_has_debug_info(),
+        unwind_tables: crate::selftest::executable_has_unwind_tables(),
+        fp_frames: match mode {
+            crate::config::Unwind::FramePointers => fp_probe_1(signal),
+            _ => None,
+        },
+    };
+    if let Some(line) = crate::selftest::diagnosis(&facts) {
+        if !SAID.swap(true, Ordering::Relaxed) {
+            eprintln!("pollwatch: {line}");
         }
     }
 }

@@ -53,8 +53,10 @@
 //! - The **watchdog** thread notices a slot stuck in one poll past the
 //!   threshold, telling apart a thread that merely waited for a CPU.
 //! - The **sampler** sends that thread a signal (`SIGURG` by default); the
-//!   async-signal-safe handler walks the frame-pointer chain and copies the
-//!   top of the stack. Nothing in it allocates or locks.
+//!   async-signal-safe handler copies the registers and the stack from `sp`
+//!   up (and walks the frame-pointer chain). Nothing in it allocates or locks.
+//! - The **unwinder** replays the unwind tables (`.eh_frame`) over that copy
+//!   later, off the signal path ([`Unwind`] has the modes).
 //! - The **symbolizer** resolves addresses with file:line and inlined
 //!   frames, later, on pollwatch's own thread.
 //! - The **report** writes `flamegraph.svg`, `stacks.folded`,
@@ -62,8 +64,10 @@
 //!
 //! # Caveats
 //!
-//! - Build with `-C force-frame-pointers=yes` for complete stacks; pollwatch
-//!   checks the chain at start and warns when it is broken.
+//! - No build flags needed for complete stacks; debug info
+//!   (`debug = "line-tables-only"`) gives file:line, and pollwatch says at
+//!   start, in one line, when it is missing. Frame pointers matter only in
+//!   [`Unwind::FramePointers`] mode.
 //! - The sampling signal interrupts the sampled thread's system call. With
 //!   `SA_RESTART` most calls resume transparently; `nanosleep`, `poll`,
 //!   `epoll_wait` and sockets with timeouts may see `EINTR`. Only threads
@@ -100,19 +104,25 @@ mod registry;
 #[cfg(pollwatch_supported)]
 mod sampler;
 #[cfg(pollwatch_supported)]
+mod selftest;
+#[cfg(pollwatch_supported)]
 mod symbolize;
+#[cfg(pollwatch_supported)]
+mod symbols;
 #[cfg(pollwatch_supported)]
 mod sys;
 #[cfg(pollwatch_supported)]
+mod unwind;
+#[cfg(pollwatch_supported)]
 mod watchdog;
 
-pub use config::Config;
+pub use config::{Config, Unwind};
 pub use error::{Error, Result};
 pub use guard::Guard;
 pub use probe::{enter_poll, watch, PollGuard, Watched};
 pub use report::{
-    Budget, BudgetExceeded, Counters, DescheduledPoll, Episode, Exceeded, Frame, Overhead, Report,
-    Stack, ThreadState,
+    Artifacts, Budget, BudgetExceeded, Counters, DescheduledPoll, Episode, Exceeded, Frame,
+    MalformedLine, Overhead, Report, Stack, ThreadState,
 };
 #[cfg(feature = "async-std")]
 pub use runtime::async_std;

@@ -35,6 +35,12 @@ pub(crate) struct Slot {
     pub(crate) generation: AtomicU64,
     /// The last owner left while inside a poll (a thread that died stuck).
     pub(crate) exited_in_poll: AtomicBool,
+    /// The epoch and the thread's CPU clock when it registered: a poll first
+    /// seen already running is measured from here if it is the thread's
+    /// first since registering, instead of losing what it ran before the
+    /// watchdog's first look (a new thread is treated like an old one).
+    pub(crate) registered_epoch: AtomicU64,
+    pub(crate) registered_cpu_ns: AtomicU64,
     /// Facts gathered at registration.
     info: Mutex<ThreadInfo>,
 }
@@ -60,6 +66,8 @@ impl Slot {
             tid: AtomicI32::new(0),
             generation: AtomicU64::new(0),
             exited_in_poll: AtomicBool::new(false),
+            registered_epoch: AtomicU64::new(0),
+            registered_cpu_ns: AtomicU64::new(0),
             info: Mutex::new(ThreadInfo::default()),
         }
     }
@@ -158,6 +166,12 @@ pub(crate) fn register_current(runtime: Option<Arc<str>>) -> Option<&'static Slo
     slot.location.store(None, Ordering::Relaxed);
     slot.label.store(None, Ordering::Relaxed);
     slot.exited_in_poll.store(false, Ordering::Relaxed);
+    slot.registered_epoch
+        .store(slot.epoch.load(Ordering::Relaxed), Ordering::Relaxed);
+    slot.registered_cpu_ns.store(
+        crate::sys::thread::cpu_time_ns(tid).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
     slot.generation.fetch_add(1, Ordering::Relaxed);
     slot.tid.store(tid, Ordering::Release);
     VERSION.fetch_add(1, Ordering::Release);

@@ -16,10 +16,13 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::config::Unwind;
 use crate::report::Frame;
 use crate::sampler::RawSample;
-use crate::sys::mapping::FileMapping;
+use crate::symbols::{Bytes, SymbolTable};
+use crate::sys::mapping::{FileMapping, MappedFile};
 use crate::sys::modules::{self, Module};
+use crate::unwind::{copied_word, Cfi, End};
 
 /// An address from a stack, with the rule for looking it up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -60,6 +63,13 @@ pub(crate) struct Symbolizer {
     cache: HashMap<RawFrame, Arc<[Frame]>>,
     call_targets: HashMap<u64, Option<Call>>,
     mem: Option<File>,
+    mode: Unwind,
+    /// The loaded objects' unwind tables, read at the first unwind.
+    cfi: Option<Cfi>,
+    /// Sized symbol tables per module (`None`: looked, none readable).
+    symbols: HashMap<usize, Option<SymbolTable>>,
+    /// Where each symbol table's file is mapped, to give its pages back.
+    symbol_mappings: HashMap<usize, Option<FileMapping>>,
 }
 
 /// Debug-info pages are given back at most this often: each release makes
@@ -72,7 +82,13 @@ const RELEASE_EVERY: Duration = Duration::from_secs(1);
 const CACHE_LIMIT: usize = 16_384;
 
 impl Symbolizer {
+    /// A symbolizer that unwinds with the default mode ([`Unwind::Auto`]).
+    #[cfg(test)]
     pub(crate) fn new() -> Self {
+        Self::with_mode(Unwind::Auto)
+    }
+
+    pub(crate) fn with_mode(mode: Unwind) -> Self {
         let (modules, adds) = modules::loaded_modules();
         Symbolizer {
             modules,
@@ -84,6 +100,10 @@ impl Symbolizer {
             cache: HashMap::new(),
             call_targets: HashMap::new(),
             mem: File::open("/proc/self/mem").ok(),
+            mode,
+            cfi: None,
+            symbols: HashMap::new(),
+            symbol_mappings: HashMap::new(),
         }
     }
 
@@ -98,7 +118,134 @@ impl Symbolizer {
             self.mappings.clear();
             self.cache.clear();
             self.call_targets.clear();
+            self.cfi = None;
+            self.symbols.clear();
+            self.symbol_mappings.clear();
         }
+    }
+
+    /// The frames of a sample, innermost first, unwound as the mode says.
+    pub(crate) fn unwind(&mut self, raw: &RawSample) -> Vec<RawFrame> {
+        // Taken without a signal (a thread blocked in the kernel): there is
+        // no frame-pointer register, so the tables' first rule that reads
+        // it works from a guess. The frame records found in the copy by the
+        // validated scan are the other witness; the one that reaches
+        // further up the stack wins.
+        let unsignalled = raw.fp == 0 && raw.lr == 0;
+        match self.mode {
+            Unwind::FramePointers if unsignalled => self.scanned(raw),
+            Unwind::FramePointers => self.repair(raw),
+            Unwind::Auto | Unwind::Dwarf if unsignalled => {
+                // The tables first, carried on along the records where they
+                // break; where they end early (a rule read the guessed
+                // register), the records found by the scan carry on from the
+                // last frame both saw.
+                let u = self.unwind_cfi(raw);
+                let mut out = match u.end {
+                    End::Root => u.frames,
+                    End::Broke { sp, fp } => self.carry_on(raw, u.frames, sp, fp),
+                };
+                let last = out.last().map(|f| f.address());
+                if let Some(i) = last.and_then(|l| raw.frames.iter().position(|&f| f == l)) {
+                    for &ra in &raw.frames[i + 1..] {
+                        if self.module_of(ra).is_none() {
+                            break;
+                        }
+                        out.push(RawFrame::Return(ra));
+                    }
+                }
+                // Where the two never met (the tables lost the chain early),
+                // the witness that reaches further wins.
+                let scanned = self.scanned(raw);
+                if scanned.len() > out.len() {
+                    scanned
+                } else {
+                    out
+                }
+            }
+            Unwind::Dwarf => self.unwind_cfi(raw).frames,
+            Unwind::Auto => {
+                let u = self.unwind_cfi(raw);
+                match u.end {
+                    End::Root => u.frames,
+                    End::Broke { sp, fp } => self.carry_on(raw, u.frames, sp, fp),
+                }
+            }
+        }
+    }
+
+    /// The frame records found in the copy by the validated scan, then
+    /// leaf repair: a sample with no frame-pointer register to start from.
+    fn scanned(&mut self, raw: &RawSample) -> Vec<RawFrame> {
+        let read = |a: u64| copied_word(raw, a);
+        let chain = crate::sampler::unwind::start_fp(raw.sp, 0, &read);
+        let mut frames = Vec::new();
+        crate::sampler::unwind::walk(chain, &read, &mut |ra| {
+            frames.push(ra);
+            frames.len() < crate::sampler::MAX_FRAMES
+        });
+        self.repair(&RawSample {
+            chain,
+            frames,
+            ..raw.clone()
+        })
+    }
+
+    fn unwind_cfi(&mut self, raw: &RawSample) -> crate::unwind::Unwound {
+        let Symbolizer {
+            cfi, modules, mem, ..
+        } = self;
+        let cfi = cfi.get_or_insert_with(|| {
+            Cfi::new(modules, |at: u64, len: usize| {
+                let mut b = vec![0u8; len];
+                mem.as_ref()?.read_exact_at(&mut b, at).ok()?;
+                Some(b)
+            })
+        });
+        let is_code = |a: u64| {
+            modules
+                .iter()
+                .any(|m| m.text.iter().any(|&(s, e)| a >= s && a < e))
+        };
+        cfi.unwind(raw, is_code)
+    }
+
+    /// Where the tables ran out (a truncated copy, code whose rule reads a
+    /// register the sample lacks): carries on along the frame records, from
+    /// the last good frame's frame pointer, or from the lowest plausible
+    /// record above its `sp` (a validated scan) when that leads nowhere;
+    /// then along the handler's own walk of the live chain, which is not
+    /// bounded by the copy.
+    fn carry_on(
+        &mut self,
+        raw: &RawSample,
+        mut out: Vec<RawFrame>,
+        sp: u64,
+        fp: u64,
+    ) -> Vec<RawFrame> {
+        let read = |a: u64| copied_word(raw, a);
+        let start = crate::sampler::unwind::start_fp(sp, fp, &read);
+        let mut found = Vec::new();
+        crate::sampler::unwind::walk(start, &read, &mut |ra| {
+            found.push(ra);
+            found.len() < crate::sampler::MAX_FRAMES
+        });
+        for ra in found {
+            if self.module_of(ra).is_none() {
+                break;
+            }
+            out.push(RawFrame::Return(ra));
+        }
+        let last = out.last().map(|f| f.address());
+        if let Some(i) = last.and_then(|l| raw.frames.iter().position(|&f| f == l)) {
+            for &ra in &raw.frames[i + 1..] {
+                if self.module_of(ra).is_none() {
+                    break;
+                }
+                out.push(RawFrame::Return(ra));
+            }
+        }
+        out
     }
 
     /// Whether `addr` is code of the main program (built with frame pointers).
@@ -206,7 +353,12 @@ impl Symbolizer {
     pub(crate) fn release_pages(&mut self) {
         self.touched = false;
         self.last_release = Instant::now();
-        FileMapping::release_pages(self.mappings.values().flatten());
+        FileMapping::release_pages(
+            self.mappings
+                .values()
+                .chain(self.symbol_mappings.values())
+                .flatten(),
+        );
     }
 
     /// Whether `ra` is a genuine return address of the caller of the frame at
@@ -252,7 +404,7 @@ impl Symbolizer {
             .take_while(|&&ra| self.module_of(ra).is_none())
             .count();
         let chain = &raw.frames[skip..];
-        let scan_end = if skip > 0 { u64::MAX } else { raw.fp };
+        let scan_end = if skip > 0 { u64::MAX } else { raw.chain };
         if !self.in_main(raw.pc) {
             // The leaf is in code built without frame pointers (libc, the
             // vDSO): its callers' return addresses sit between sp and the first
@@ -301,7 +453,7 @@ impl Symbolizer {
         // Where the frame record holding `chain[k]` sits, while the records
         // are inside the copied stack (and the chain started where the
         // handler said it did).
-        let mut record = (skip == 0).then_some(raw.fp);
+        let mut record = (skip == 0).then_some(raw.chain);
         for (k, &ra) in chain.iter().enumerate() {
             // A chain found by the resync scan may have garbage at the end.
             if self.module_of(ra).is_none() {
@@ -378,30 +530,33 @@ impl Symbolizer {
             return vec![Frame::unknown(raw.address(), None)];
         };
         let bias = self.modules[i].bias;
-        let name = self.modules[i].name.clone();
         let probe = addr.wrapping_sub(bias);
-        let Some(loader) = self.loader(i) else {
-            return vec![Frame::unknown(raw.address(), Some(&name))];
-        };
+        let symbol = self
+            .symbols(i)
+            .and_then(|t| t.covering(probe))
+            .map(|(name, _)| format!("{:#}", rustc_demangle::demangle(name)));
         let mut out = Vec::new();
-        let inside = loader.find_symbol(probe).map(|s| s.as_ptr() as u64);
-        if let Ok(mut iter) = loader.find_frames(probe) {
-            while let Ok(Some(f)) = iter.next() {
-                let function = f
-                    .function
-                    .as_ref()
-                    .and_then(|n| n.demangle().ok().map(|s| s.into_owned()));
-                let (file, line) = match &f.location {
-                    Some(l) => (l.file.map(str::to_owned), l.line),
-                    None => (None, None),
-                };
-                out.push(Frame {
-                    function: function.unwrap_or_default(),
-                    file,
-                    line,
-                    address: raw.address(),
-                    inlined: false,
-                });
+        let mut inside = None;
+        if let Some(loader) = self.loader(i) {
+            inside = loader.find_symbol(probe).map(|s| s.as_ptr() as u64);
+            if let Ok(mut iter) = loader.find_frames(probe) {
+                while let Ok(Some(f)) = iter.next() {
+                    let function = f
+                        .function
+                        .as_ref()
+                        .and_then(|n| n.demangle().ok().map(|s| s.into_owned()));
+                    let (file, line) = match &f.location {
+                        Some(l) => (l.file.map(str::to_owned), l.line),
+                        None => (None, None),
+                    };
+                    out.push(Frame {
+                        function: function.unwrap_or_default(),
+                        file,
+                        line,
+                        address: raw.address(),
+                        inlined: false,
+                    });
+                }
             }
         }
         let n = out.len();
@@ -410,38 +565,72 @@ impl Symbolizer {
         }
         // With `debug = "line-tables-only"` DWARF names are bare (`{async_fn#0}`,
         // `lock<u64>`); the symbol table still has the full path of the
-        // outermost (real) function.
-        if let Some(last) = out.last_mut() {
-            if !last.function.contains("::") {
-                if let Some(sym) = loader.find_symbol(probe) {
-                    last.function = format!("{:#}", rustc_demangle::demangle(sym));
-                }
+        // outermost (real) function, when its symbol covers the address.
+        if let (Some(last), Some(sym)) = (out.last_mut(), &symbol) {
+            if !last.function.contains("::") || last.function.is_empty() {
+                last.function = sym.clone();
             }
         }
-        if out.iter().all(|f| f.function.is_empty()) {
-            let sym = loader
-                .find_symbol(probe)
-                .map(|s| format!("{:#}", rustc_demangle::demangle(s)));
-            match (sym, out.last_mut()) {
-                (Some(s), Some(last)) => last.function = s,
-                (Some(s), None) => out.push(Frame {
-                    function: s,
+        if out.is_empty() {
+            if let Some(sym) = symbol {
+                out.push(Frame {
+                    function: sym,
                     file: None,
                     line: None,
                     address: raw.address(),
                     inlined: false,
-                }),
-                (None, _) => {}
+                });
             }
         }
         out.retain(|f| !f.function.is_empty());
         if out.is_empty() {
-            out.push(Frame::unknown(raw.address(), Some(&name)));
+            // No symbol covers it: a file offset, stable across runs and
+            // resolvable offline (`addr2line -e FILE OFFSET` for a PIE).
+            let m = &self.modules[i];
+            let label = match m.file_offset(raw.address()) {
+                Some(off) => format!("{}+{off:#x}", m.name),
+                None => format!("{}+?", m.name),
+            };
+            out.push(Frame {
+                function: label,
+                file: None,
+                line: None,
+                address: raw.address(),
+                inlined: false,
+            });
         }
         if let Some(at) = inside {
             self.note_mapping(i, at);
         }
         out
+    }
+
+    /// The sized symbol table of module `i`, read at its first use: from the
+    /// file, or from memory for the vDSO (which has no file).
+    fn symbols(&mut self, i: usize) -> Option<&SymbolTable> {
+        if !self.symbols.contains_key(&i) {
+            let m = &self.modules[i];
+            let bytes = if m.is_vdso {
+                // The section headers sit past the segment's end, inside its
+                // last page: the kernel maps the image whole.
+                let image = m.segments.iter().find(|s| s.file_offset == 0)?;
+                let end = image.end.checked_add(4095)? & !4095;
+                let len = usize::try_from(end.checked_sub(image.start)?).ok()?;
+                let mut b = vec![0u8; len.min(1 << 20)];
+                self.mem.as_ref()?.read_exact_at(&mut b, image.start).ok()?;
+                Some(Bytes::Owned(b))
+            } else {
+                MappedFile::open(&m.path).map(Bytes::Mapped)
+            };
+            let table = bytes.and_then(SymbolTable::parse);
+            if let Some(t) = table.as_ref().filter(|_| !m.is_vdso) {
+                self.symbol_mappings
+                    .insert(i, FileMapping::containing(t.first_byte(), &m.path));
+            }
+            self.symbols.insert(i, table);
+        }
+        self.touched = true;
+        self.symbols.get(&i)?.as_ref()
     }
 
     /// Full symbolized stack of a sample, innermost first.
@@ -452,15 +641,6 @@ impl Symbolizer {
         }
         out
     }
-}
-
-/// The word the handler copied from stack address `at`, if it copied it.
-fn copied_word(raw: &RawSample, at: u64) -> Option<u64> {
-    let offset = at.checked_sub(raw.sp)?;
-    if offset % 8 != 0 {
-        return None;
-    }
-    raw.copy.get(usize::try_from(offset / 8).ok()?).copied()
 }
 
 /// A call instruction found just before a return address.
@@ -604,13 +784,129 @@ mod tests {
         crate::sys::signal::install(libc::SIGURG).unwrap();
         let raw = recurse_then_capture(20).expect("self-capture");
         let mut sym = Symbolizer::new();
-        let repaired = sym.repair(&raw);
+        let repaired = sym.unwind(&raw);
         let frames = sym.symbolize(&repaired);
         let levels = frames
             .iter()
             .filter(|f| f.function.ends_with("recurse_then_capture"))
             .count();
         assert!(levels >= 21, "{levels} of 21 levels: {frames:#?}");
+    }
+
+    /// The outer (non-inlined) name `resolve` gives to address `a`.
+    fn name_at(s: &mut Symbolizer, a: u64) -> String {
+        s.resolve(RawFrame::Pc(a)).last().unwrap().function.clone()
+    }
+
+    /// glibc on Debian is stripped to its exported symbols; `memset`'s
+    /// implementation (an ifunc target) has none of its own. A frame there is
+    /// named after the function or after its file offset, never after the
+    /// nearest export below it.
+    #[test]
+    fn names_inside_libc_are_the_function_or_a_file_offset() {
+        let mut s = Symbolizer::new();
+        let memset = libc::memset as *const () as u64;
+        let free = libc::free as *const () as u64;
+        for (start, want) in [(memset, "memset"), (free, "free")] {
+            let i = s.module_of(start).expect("libc is loaded");
+            let m = s.modules[i].clone();
+            for delta in [0, 1, 8, 24] {
+                let a = start + delta;
+                let name = name_at(&mut s, a);
+                let offset = format!("{}+{:#x}", m.name, m.file_offset(a).unwrap());
+                assert!(
+                    name.contains(want) || name == offset,
+                    "{want}+{delta} named {name:?} (file offset label would be {offset})"
+                );
+            }
+        }
+        // `free` is exported, with its size: it is named.
+        assert!(name_at(&mut s, free + 8).contains("free"));
+    }
+
+    /// The vDSO has no file: its symbols come from its image in memory, and
+    /// every address in its code is named after the symbol covering it or
+    /// after its offset in the image (not its randomised address).
+    #[test]
+    fn vdso_frames_are_named_from_its_own_symbols() {
+        let mut s = Symbolizer::new();
+        let Some(i) = s.modules.iter().position(|m| m.is_vdso) else {
+            eprintln!("no vDSO in this process; nothing to check");
+            return;
+        };
+        let m = s.modules[i].clone();
+        let image_len = m.segments.iter().map(|g| g.end - g.start).max().unwrap();
+        let (mut named, mut labelled) = (0, 0);
+        for &(start, end) in &m.text {
+            for a in (start..end).step_by(4) {
+                let name = name_at(&mut s, a);
+                if let Some(off) = name.strip_prefix(&format!("{}+0x", m.name)) {
+                    let off = u64::from_str_radix(off, 16).unwrap();
+                    assert!(off < image_len, "{name} is not an offset in the image");
+                    labelled += 1;
+                } else {
+                    assert!(
+                        [
+                            "clock_gettime",
+                            "clock_getres",
+                            "gettimeofday",
+                            "time",
+                            "getcpu",
+                            "__vdso_",
+                            "__kernel_"
+                        ]
+                        .iter()
+                        .any(|k| name.contains(k)),
+                        "{a:#x} in the vDSO named {name:?}"
+                    );
+                    named += 1;
+                }
+            }
+        }
+        assert!(named > 0, "no vDSO symbol found ({labelled} offsets)");
+    }
+
+    #[inline(never)]
+    fn capture_here() -> Option<RawSample> {
+        let r = crate::sampler::capture_self(libc::SIGURG).ok();
+        std::hint::black_box(&r);
+        r
+    }
+
+    /// A sample taken without a signal has only `pc`, `sp` and the stack:
+    /// the tables alone (`dwarf`), and `auto`, still reach its callers.
+    #[test]
+    fn a_sample_without_registers_unwinds_from_the_tables() {
+        crate::sys::signal::install(libc::SIGURG).unwrap();
+        let raw = capture_here().expect("self-capture");
+        let bare = RawSample::from_stack(0, raw.pc, raw.sp, raw.copy.clone(), raw.truncated);
+        // Frame records reach the caller only in a frame-pointer build: there,
+        // `fp` mode must find them in the copy as the handler did live.
+        let mut fp = Symbolizer::with_mode(Unwind::FramePointers);
+        let with_signal = fp.unwind(&raw);
+        let fp_build = fp
+            .symbolize(&with_signal)
+            .iter()
+            .any(|f| f.function.contains("a_sample_without_registers"));
+        let modes: &[Unwind] = match fp_build {
+            true => &[Unwind::Dwarf, Unwind::Auto, Unwind::FramePointers],
+            false => &[Unwind::Dwarf, Unwind::Auto],
+        };
+        for &mode in modes {
+            let mut sym = Symbolizer::with_mode(mode);
+            let frames = sym.unwind(&bare);
+            let names = sym.symbolize(&frames);
+            assert!(
+                names.iter().any(|f| f.function.ends_with("capture_here")),
+                "{mode}: {names:#?}"
+            );
+            assert!(
+                names
+                    .iter()
+                    .any(|f| f.function.contains("a_sample_without_registers")),
+                "{mode}: {names:#?}"
+            );
+        }
     }
 
     #[test]

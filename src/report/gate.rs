@@ -301,7 +301,9 @@ mod tests {
                 weight: Duration::from_millis(ms),
                 state: ThreadState::OffCpu(Some("futex".into())),
                 raw: vec![],
+                truncated: false,
             }],
+            unwind: crate::config::Unwind::Auto,
             ended_by: "poll_returned",
         }
     }

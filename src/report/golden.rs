@@ -78,6 +78,7 @@ fn episode(
         off_cpu,
         runnable: Duration::from_micros(1_500 * id),
         stacks,
+        unwind: crate::config::Unwind::Auto,
         ended_by: if id == 4 {
             "still_blocked_at_stop"
         } else {
@@ -91,6 +92,8 @@ fn stack(frames: Vec<Frame>, us: u64, state: ThreadState) -> Stack {
         raw: (0..frames.len() as u64)
             .map(|i| 0x5555_0000 + i * 16)
             .collect(),
+        // One stack whose copy was cut short, so the field is exercised.
+        truncated: frames.len() == 2,
         frames,
         weight: Duration::from_micros(us),
         state,
@@ -342,11 +345,13 @@ fn artifact_dirs_load_with_bad_lines_skipped_and_counted() {
         folded::lines(&Stacks::of(&episodes()))
     );
 
-    let err = super::load::load(&[base.join("missing")]).unwrap_err();
+    let err = super::load::load(&[base.join("missing")])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("missing"), "{err}");
     let empty = base.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let err = super::load::load(&[empty]).unwrap_err();
+    let err = super::load::load(&[empty]).unwrap_err().to_string();
     assert!(err.contains("no pollwatch artifacts"), "{err}");
     let _ = std::fs::remove_dir_all(&base);
 }

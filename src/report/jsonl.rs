@@ -57,12 +57,14 @@ pub(crate) fn episode_json(ep: &Episode, ctx: &Context<'_>) -> Value {
         "stack": ep.frames().iter().map(frame_json).collect::<Vec<_>>(),
         "top_user_frame": ep.top_user_frame().map(frame_json),
         "ended_by": ep.ended_by,
+        "unwind": ep.unwind.name(),
         "cwd": ctx.cwd,
         "stacks": ep.stacks.iter().map(|s| json!({
             "weight_ms": ms_f64(s.weight),
             "state": s.state.to_string(),
             "frames": s.frames.iter().map(frame_json).collect::<Vec<_>>(),
             "raw": s.raw.iter().map(|a| format!("{a:#x}")).collect::<Vec<_>>(),
+            "truncated": s.truncated,
         })).collect::<Vec<_>>(),
     })
 }
@@ -74,7 +76,6 @@ pub(crate) fn line(ep: &Episode, ctx: &Context<'_>) -> String {
     line
 }
 
-#[cfg_attr(not(test), allow(dead_code))] // read by the `pollwatch` command, next
 /// One episode read back, with what its process recorded beside it.
 #[derive(Clone, Debug)]
 pub(crate) struct Parsed {
@@ -83,7 +84,6 @@ pub(crate) struct Parsed {
     pub(crate) cwd: Option<String>,
 }
 
-#[cfg_attr(not(test), allow(dead_code))] // read by the `pollwatch` command, next
 /// Parses one line; `Err` says why it is not an episode.
 pub(crate) fn parse_line(line: &str) -> Result<Parsed, String> {
     let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
@@ -122,6 +122,11 @@ pub(crate) fn parse_line(line: &str) -> Result<Parsed, String> {
             Some("still_blocked_at_stop") => "still_blocked_at_stop",
             Some(_) => "unknown",
         },
+        // Written before the field existed: frame pointers were the only way.
+        unwind: match o.get("unwind").and_then(Value::as_str) {
+            Some(name) => crate::config::Unwind::from_name(name).unwrap_or_default(),
+            None => crate::config::Unwind::FramePointers,
+        },
     };
     Ok(Parsed {
         episode,
@@ -130,17 +135,14 @@ pub(crate) fn parse_line(line: &str) -> Result<Parsed, String> {
     })
 }
 
-#[cfg_attr(not(test), allow(dead_code))] // read by the `pollwatch` command, next
 fn u(o: &Map<String, Value>, k: &str) -> Option<u64> {
     o.get(k).and_then(Value::as_u64)
 }
 
-#[cfg_attr(not(test), allow(dead_code))] // read by the `pollwatch` command, next
 fn string(o: &Map<String, Value>, k: &str) -> Option<String> {
     o.get(k).and_then(Value::as_str).map(str::to_owned)
 }
 
-#[cfg_attr(not(test), allow(dead_code))] // read by the `pollwatch` command, next
 /// A `*_ms` field as a duration, rounded to the nanosecond so that what was
 /// written from whole microseconds reads back exactly.
 fn dur(o: &Map<String, Value>, k: &str) -> Option<Duration> {
@@ -150,7 +152,6 @@ fn dur(o: &Map<String, Value>, k: &str) -> Option<Duration> {
         .then(|| Duration::from_nanos((ms * 1e6).round() as u64))
 }
 
-#[cfg_attr(not(test), allow(dead_code))] // read by the `pollwatch` command, next
 fn stack(v: &Value) -> Option<Stack> {
     let o = v.as_object()?;
     let frames = match o.get("frames") {
@@ -175,10 +176,10 @@ fn stack(v: &Value) -> Option<Stack> {
             .and_then(Value::as_str)
             .map_or(ThreadState::Other("unknown".into()), ThreadState::parse),
         raw,
+        truncated: o.get("truncated").and_then(Value::as_bool).unwrap_or(false),
     })
 }
 
-#[cfg_attr(not(test), allow(dead_code))] // read by the `pollwatch` command, next
 fn frame(v: &Value) -> Option<Frame> {
     let o = v.as_object()?;
     Some(Frame {

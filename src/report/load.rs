@@ -10,15 +10,9 @@ use super::files::JSONL;
 use super::jsonl::parse_line;
 use super::stacks::Stacks;
 use super::{Episode, Report};
+use crate::error::{Error, Result};
 
-/// A line of an `episodes.jsonl` that is not an episode, skipped.
-#[derive(Clone, Debug)]
-pub(crate) struct Malformed {
-    pub(crate) file: PathBuf,
-    /// 1-based.
-    pub(crate) line: usize,
-    pub(crate) reason: String,
-}
+pub(crate) use super::artifacts::MalformedLine as Malformed;
 
 /// Runs read back and merged.
 #[derive(Debug)]
@@ -35,44 +29,50 @@ pub(crate) struct Loaded {
 
 /// The `episodes.jsonl` files of `dir`: its own, or, for a directory of runs
 /// (`target/pollwatch/`), those of each run in it.
-fn jsonl_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let meta = fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+fn jsonl_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let err = |reason: String| Error::Artifacts {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let meta = fs::metadata(dir).map_err(|e| err(e.to_string()))?;
     if !meta.is_dir() {
-        return Err(format!("{}: not a directory", dir.display()));
+        return Err(err("not a directory".into()));
     }
     let own = dir.join(JSONL);
     if own.is_file() {
         return Ok(vec![own]);
     }
     let mut found: Vec<PathBuf> = fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .map_err(|e| err(e.to_string()))?
         .filter_map(|e| e.ok())
         .map(|e| e.path().join(JSONL))
         .filter(|p| p.is_file())
         .collect();
     found.sort();
     if found.is_empty() {
-        return Err(format!(
-            "{}: no pollwatch artifacts (no {JSONL} in it or in its subdirectories)",
-            dir.display()
-        ));
+        return Err(err(format!(
+            "no pollwatch artifacts ({JSONL} neither in it nor in its subdirectories)"
+        )));
     }
     Ok(found)
 }
 
 /// Reads every run in `dirs`; `Err` for a directory that is missing or holds
 /// no artifacts. Malformed lines are skipped and listed, the rest used.
-pub(crate) fn load(dirs: &[PathBuf]) -> Result<Loaded, String> {
+pub(crate) fn load<P: AsRef<Path>>(dirs: &[P]) -> Result<Loaded> {
     let mut files = Vec::new();
     for d in dirs {
-        files.extend(jsonl_files(d)?);
+        files.extend(jsonl_files(d.as_ref())?);
     }
     let mut episodes: Vec<Episode> = Vec::new();
     let mut malformed = Vec::new();
     let mut threshold: Option<Duration> = None;
     let mut cwd: Option<String> = None;
     for file in &files {
-        let bytes = fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let bytes = fs::read(file).map_err(|e| Error::Artifacts {
+            path: file.clone(),
+            reason: e.to_string(),
+        })?;
         // A kill mid-write can leave any bytes at the end: read what is text.
         let text = String::from_utf8_lossy(&bytes);
         for (i, line) in text.lines().enumerate() {
@@ -102,6 +102,7 @@ pub(crate) fn load(dirs: &[PathBuf]) -> Result<Loaded, String> {
         threshold: threshold.unwrap_or(crate::Config::DEFAULT_THRESHOLD),
         total_episodes: episodes.len() as u64,
         total_blocked: episodes.iter().map(|e| e.duration).sum(),
+        unwind: episodes.first().map(|e| e.unwind).unwrap_or_default(),
         episodes,
         ..Report::default()
     };

@@ -1,14 +1,16 @@
 //! The report: blocking episodes with symbolized stacks, and the artifacts
 //! written from them (flamegraph, folded stacks, JSON lines, summary).
 
+mod artifacts;
 pub(crate) mod files;
 mod flamegraph;
+#[cfg(pollwatch_supported)]
+mod flush;
 mod folded;
 mod gate;
 #[cfg(test)]
 mod golden;
 pub(crate) mod jsonl;
-#[cfg_attr(not(test), allow(dead_code))] // read by the `pollwatch` command, next
 pub(crate) mod load;
 mod pprof;
 pub(crate) mod stacks;
@@ -18,12 +20,15 @@ pub(crate) mod summary;
 #[cfg(pollwatch_supported)]
 mod syscalls;
 pub(crate) mod view;
+#[cfg(test)]
+mod wellformed;
 
 use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+pub use artifacts::{Artifacts, MalformedLine};
 pub use gate::{Budget, BudgetExceeded, Exceeded};
 
 /// One frame of a symbolized stack.
@@ -79,6 +84,11 @@ impl fmt::Display for Frame {
 }
 
 static CWD: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Shows paths relative to `dir` from now on, unless a path was shown already.
+pub(crate) fn set_path_base(dir: Option<String>) {
+    let _ = CWD.set(dir);
+}
 
 /// The directory source paths are shown relative to: the process's working
 /// directory (recorded in `episodes.jsonl` as `cwd`), or the one recorded
@@ -144,7 +154,6 @@ pub enum ThreadState {
 }
 
 impl ThreadState {
-    #[cfg_attr(not(test), allow(dead_code))] // read by the `pollwatch` command, next
     /// The state [`Display`](fmt::Display) printed as `s`: the inverse of
     /// `to_string`, for reading `episodes.jsonl` back.
     pub(crate) fn parse(s: &str) -> ThreadState {
@@ -184,9 +193,13 @@ pub struct Stack {
     pub weight: Duration,
     /// What the thread was doing there.
     pub state: ThreadState,
-    /// Raw addresses, innermost first, after leaf repair and before
-    /// symbolization and trimming (the interrupted pc, then return addresses).
+    /// Raw addresses, innermost first, as unwound and before symbolization
+    /// and trimming (the interrupted pc, then return addresses).
     pub raw: Vec<u64>,
+    /// A sample of this stack copied less than the whole stack (the copy
+    /// size was reached), so frames past the copy came from frame records
+    /// only, or are missing.
+    pub truncated: bool,
 }
 
 /// A poll that held its worker thread longer than the threshold.
@@ -210,6 +223,7 @@ pub struct Episode {
     pub(crate) off_cpu: Duration,
     pub(crate) runnable: Duration,
     pub(crate) stacks: Vec<Stack>,
+    pub(crate) unwind: crate::config::Unwind,
     pub(crate) ended_by: &'static str,
 }
 
@@ -488,6 +502,7 @@ pub struct Overhead {
 pub struct Report {
     pub(crate) episodes: Vec<Episode>,
     pub(crate) threshold: Duration,
+    pub(crate) unwind: crate::config::Unwind,
     pub(crate) dir: Option<PathBuf>,
     pub(crate) counters: Counters,
     pub(crate) overhead: Overhead,
@@ -624,6 +639,7 @@ mod tests {
             weight: Duration::from_millis(1),
             state: ThreadState::OnCpu,
             raw: vec![0; 30],
+            truncated: false,
         };
         let mut ep = Episode {
             id: 1,
@@ -643,6 +659,7 @@ mod tests {
             off_cpu: Duration::ZERO,
             runnable: Duration::ZERO,
             stacks: Vec::new(),
+            unwind: crate::config::Unwind::Auto,
             ended_by: "poll_returned",
         };
         let empty = ep.heap_bytes();

@@ -8,6 +8,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use super::files::Writer;
+use super::flush::Pending;
 use super::stacks::Stacks;
 use super::view;
 use super::{syscalls, Episode, Frame, Report, Stack, ThreadState};
@@ -22,9 +23,6 @@ const MAX_EPISODES: usize = 10_000;
 const MAX_EPISODE_BYTES: usize = 4 << 20;
 /// Distinct stacks kept per episode.
 const MAX_STACKS_PER_EPISODE: usize = 64;
-/// Rewrite the end-of-run files at most this often while running, so that a
-/// process that never finishes its guard still leaves a recent flamegraph.
-const FLUSH_EVERY: Duration = Duration::from_secs(2);
 /// Polls excused as waiting for a CPU that the report names (the longest).
 const MAX_DESCHEDULED: usize = 20;
 
@@ -32,12 +30,15 @@ const MAX_DESCHEDULED: usize = 20;
 pub(crate) struct StageConfig {
     pub(crate) threshold: Duration,
     pub(crate) live: bool,
+    pub(crate) unwind: crate::config::Unwind,
 }
 
 struct Agg {
     raw: Vec<RawFrame>,
     /// Why there is no stack, when `raw` is empty.
     why: Option<&'static str>,
+    /// A sample of this stack had its copy cut before the stack's top.
+    truncated: bool,
     tag: Tag,
     frames: Vec<Frame>,
     weight_us: u64,
@@ -89,7 +90,10 @@ pub(crate) struct Stage {
     limit: RateLimit,
     watchdog: WatchdogStats,
     last_flush: Instant,
+    /// An episode ended since the loop last looked.
     dirty: bool,
+    /// Episodes ended since the artifacts were last rewritten.
+    pending: Pending,
     errors: Vec<crate::Error>,
     /// Episodes not reported: long only while waiting on the runtime's own locks.
     runtime_lock_waits: u64,
@@ -102,10 +106,11 @@ impl Stage {
         let began = Instant::now();
         // Debug info is loaded at the first stack, not here: a run that never
         // blocks never pays its memory (tens of MiB for a large binary).
-        let sym = Symbolizer::new();
+        let sym = Symbolizer::with_mode(cfg.unwind);
         let symbolize_time = began.elapsed();
         let report = Report {
             threshold: cfg.threshold,
+            unwind: cfg.unwind,
             dir: writer.as_ref().map(|w| w.dir().to_path_buf()),
             ..Report::default()
         };
@@ -125,6 +130,7 @@ impl Stage {
             watchdog: WatchdogStats::default(),
             last_flush: Instant::now(),
             dirty: false,
+            pending: Pending::default(),
             errors: Vec::new(),
             runtime_lock_waits: 0,
             symbolize_time,
@@ -136,24 +142,41 @@ impl Stage {
     pub(crate) fn run(mut self, rx: Receiver<Event>) -> (Report, Vec<crate::Error>) {
         while let Some(ev) = self.wait(&rx) {
             self.handle(ev);
-            if self.dirty && self.last_flush.elapsed() >= FLUSH_EVERY {
-                self.flush();
+            if std::mem::take(&mut self.dirty) {
+                self.pending.ended(Instant::now());
             }
         }
         self.finish()
     }
 
-    /// The next event, giving back the debug info's pages if the queue stays
-    /// empty until they fall due; `None` once the watchdog has hung up.
+    /// The next event; while waiting, rewrites the artifacts when they fall
+    /// due (soon after the last episode ended, see [`Pending::due`]) and gives
+    /// back the debug info's pages when the queue stays empty until they fall
+    /// due. `None` once the watchdog has hung up.
     fn wait(&mut self, rx: &Receiver<Event>) -> Option<Event> {
-        if let Some(due) = self.sym.release_due_in() {
-            match rx.recv_timeout(due) {
+        loop {
+            let flush_at = self.pending.due(self.last_flush);
+            let release_in = self.sym.release_due_in();
+            let now = Instant::now();
+            let timeout = match (flush_at, release_in) {
+                (None, None) => return rx.recv().ok(),
+                (Some(at), None) => at.saturating_duration_since(now),
+                (None, Some(d)) => d,
+                (Some(at), Some(d)) => at.saturating_duration_since(now).min(d),
+            };
+            match rx.recv_timeout(timeout) {
                 Ok(ev) => return Some(ev),
-                Err(RecvTimeoutError::Timeout) => self.sym.release_pages(),
                 Err(RecvTimeoutError::Disconnected) => return None,
+                Err(RecvTimeoutError::Timeout) => {
+                    if flush_at.is_some_and(|at| at <= Instant::now()) {
+                        self.flush();
+                    }
+                    if self.sym.release_due_in() == Some(Duration::ZERO) {
+                        self.sym.release_pages();
+                    }
+                }
             }
         }
-        rx.recv().ok()
     }
 
     fn handle(&mut self, ev: Event) {
@@ -222,8 +245,9 @@ impl Stage {
         };
         o.samples = o.samples.saturating_add(1);
         let began = Instant::now();
+        let truncated = matches!(&stack, StackOf::Captured(r) if r.truncated);
         let (stack, why) = match stack {
-            StackOf::Captured(raw) => (self.sym.repair(&raw), None),
+            StackOf::Captured(raw) => (self.sym.unwind(&raw), None),
             StackOf::Same => match o.last {
                 Some(i) => (o.stacks[i].raw.clone(), o.stacks[i].why),
                 None => (Vec::new(), Some(no_stack_yet(tag))),
@@ -255,6 +279,7 @@ impl Stage {
                 o.stacks.push(Agg {
                     raw: stack,
                     why,
+                    truncated: false,
                     tag,
                     frames,
                     weight_us: 0,
@@ -265,6 +290,7 @@ impl Stage {
         };
         self.symbolize_time += began.elapsed();
         o.stacks[idx].weight_us += weight_us;
+        o.stacks[idx].truncated |= truncated;
         o.last = Some(idx);
         // A wait on the runtime's own lock is announced only if the episode
         // turns out to be more than that (it usually ends as not reported).
@@ -355,6 +381,7 @@ impl Stage {
                 weight: Duration::from_micros(a.weight_us),
                 state: state_of(a.tag),
                 raw: a.raw.iter().map(|r| r.address()).collect(),
+                truncated: a.truncated,
             })
             .collect();
         // Heaviest call site first: a CPU loop's samples land on many
@@ -397,6 +424,7 @@ impl Stage {
             off_cpu: duration.saturating_sub(on_cpu).saturating_sub(runnable),
             runnable: runnable.min(duration.saturating_sub(on_cpu)),
             stacks,
+            unwind: self.cfg.unwind,
             ended_by: match reason {
                 EndReason::PollReturned => "poll_returned",
                 EndReason::ThreadExited => "thread_exited",
@@ -457,6 +485,9 @@ impl Stage {
         if !self.cfg.live || !self.limit.allow() {
             return;
         }
+        // Names come from the program (a thread name, a route): no control
+        // character of theirs reaches the terminal.
+        let line = super::clean(line);
         eprintln!("{line}");
         #[cfg(feature = "tracing")]
         tracing::warn!(target: "pollwatch", "{line}");
@@ -484,7 +515,7 @@ impl Stage {
     fn flush(&mut self) {
         self.counters();
         self.last_flush = Instant::now();
-        self.dirty = false;
+        self.pending.flushed();
         if let Some(w) = self.writer.as_ref() {
             let began = Instant::now();
             if let Err(e) = w.write_final(&self.report, &self.stacks) {

@@ -112,11 +112,12 @@ pub(crate) fn text(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "pollwatch: {} blocking episode{} (polls longer than {} ms), {} ms blocked in total",
+        "pollwatch: {} blocking episode{} (polls longer than {} ms), {} ms blocked in total (unwind: {})",
         r.total_episodes,
         if r.total_episodes == 1 { "" } else { "s" },
         ms(r.threshold),
-        r.total_blocked.as_millis()
+        r.total_blocked.as_millis(),
+        r.unwind
     );
     let sites = call_sites(&r.episodes);
     if !sites.is_empty() {

@@ -15,11 +15,18 @@
 //!
 //! The handler side (`claim`, `fill`, `publish`) runs inside the signal handler
 //! and is async-signal-safe: atomics and bounded stack reads only.
+//!
+//! The handler does not unwind. Besides the registers and the frame-pointer
+//! chain (cheap, and all that `fp` mode uses), it copies the stack from `sp`
+//! upwards into its buffer's copy area, allocated by the watchdog before it
+//! first arms that buffer (never by the handler), so that the stack can be
+//! unwound later with the unwind tables (`crate::unwind`).
 
 pub(crate) mod latency;
 pub(crate) mod unwind;
 
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::sys::signal::{self, StackWindow};
@@ -28,12 +35,18 @@ use crate::sys::Regs;
 
 /// Most return addresses one sample keeps.
 pub(crate) const MAX_FRAMES: usize = 192;
-/// Words copied from the top of the interrupted stack for offline leaf repair.
-pub(crate) const COPY_WORDS: usize = 128;
+/// Bytes of stack copied per sample unless configured otherwise: deep async
+/// stacks (a handler inside a connection task inside a runtime worker) use
+/// 10–30 KiB between the blocking call and the thread's entry.
+pub(crate) const DEFAULT_COPY_BYTES: usize = 32 * 1024;
+/// The most a sample copies: a bound on the buffer and on each event's size.
+pub(crate) const MAX_COPY_BYTES: usize = 1024 * 1024;
+/// Words copied in `fp` mode, for leaf repair only.
+pub(crate) const FP_COPY_WORDS: usize = 128;
 /// Requests that can be armed at once: one per thread stuck in the kernel
 /// or waiting for a CPU at the same moment; beyond that, a thread waits a
 /// turn (its time is still accounted, only its stack comes later).
-pub(crate) const POOL: usize = 16;
+pub(crate) const POOL: usize = 8;
 
 /// How long `request` spins for a quick answer before leaving the request
 /// armed: a running target answers within microseconds.
@@ -44,6 +57,9 @@ const ARMED: u32 = 1;
 const WRITING: u32 = 2;
 const READY: u32 = 3;
 const RESERVED: u32 = 4;
+
+/// Words each sample copies (set by [`prepare`]).
+static COPY_WORDS: AtomicUsize = AtomicUsize::new(DEFAULT_COPY_BYTES / 8);
 
 struct SampleBuf {
     state: AtomicU32,
@@ -57,11 +73,17 @@ struct SampleBuf {
     pc: AtomicU64,
     sp: AtomicU64,
     fp: AtomicU64,
+    chain: AtomicU64,
     lr: AtomicU64,
     nframes: AtomicU32,
     frames: [AtomicU64; MAX_FRAMES],
+    /// The stack copy area, allocated by the watchdog at this buffer's
+    /// first request; the handler copies at most `copy_limit` words of it.
+    copy: OnceLock<Box<[AtomicU64]>>,
+    copy_limit: AtomicU32,
     ncopy: AtomicU32,
-    copy: [AtomicU64; COPY_WORDS],
+    /// The copy stopped at `copy_limit` before the top of the stack.
+    truncated: AtomicBool,
 }
 
 impl SampleBuf {
@@ -76,32 +98,38 @@ impl SampleBuf {
             pc: AtomicU64::new(0),
             sp: AtomicU64::new(0),
             fp: AtomicU64::new(0),
+            chain: AtomicU64::new(0),
             lr: AtomicU64::new(0),
             nframes: AtomicU32::new(0),
             frames: [const { AtomicU64::new(0) }; MAX_FRAMES],
+            copy: OnceLock::new(),
+            copy_limit: AtomicU32::new(0),
             ncopy: AtomicU32::new(0),
-            copy: [const { AtomicU64::new(0) }; COPY_WORDS],
+            truncated: AtomicBool::new(false),
         }
     }
 
     /// Copies the sample out and frees the buffer. Only after READY.
     fn take(&self) -> RawSample {
         let n = (self.nframes.load(Ordering::Relaxed) as usize).min(MAX_FRAMES);
-        let c = (self.ncopy.load(Ordering::Relaxed) as usize).min(COPY_WORDS);
+        let copy = self.copy.get().map_or(&[][..], |b| &b[..]);
+        let c = (self.ncopy.load(Ordering::Relaxed) as usize).min(copy.len());
         let sample = RawSample {
             epoch: self.epoch.load(Ordering::Relaxed),
             pc: self.pc.load(Ordering::Relaxed),
             sp: self.sp.load(Ordering::Relaxed),
             fp: self.fp.load(Ordering::Relaxed),
+            chain: self.chain.load(Ordering::Relaxed),
             lr: self.lr.load(Ordering::Relaxed),
             frames: self.frames[..n]
                 .iter()
                 .map(|a| a.load(Ordering::Relaxed))
                 .collect(),
-            copy: self.copy[..c]
+            copy: copy[..c]
                 .iter()
                 .map(|a| a.load(Ordering::Relaxed))
                 .collect(),
+            truncated: self.truncated.load(Ordering::Relaxed),
         };
         self.tid.store(0, Ordering::Relaxed);
         self.state.store(IDLE, Ordering::Release);
@@ -110,6 +138,21 @@ impl SampleBuf {
 }
 
 static BUFS: [SampleBuf; POOL] = [const { SampleBuf::new() }; POOL];
+
+/// Sets how many bytes of stack each sample copies (from the next request
+/// on); returns the bytes granted. Called at start, before any signal. A
+/// buffer's copy area is allocated at its first request and keeps its size:
+/// a later, larger setting is granted up to that size.
+pub(crate) fn prepare(bytes: usize) -> usize {
+    let words = bytes.clamp(8, MAX_COPY_BYTES) / 8;
+    COPY_WORDS.store(words, Ordering::Relaxed);
+    words * 8
+}
+
+/// Bytes each sample copies.
+pub(crate) fn copy_bytes() -> usize {
+    COPY_WORDS.load(Ordering::Relaxed) * 8
+}
 
 /// Proof, inside the handler, that this invocation owns a buffer.
 pub(crate) struct Claim {
@@ -148,9 +191,9 @@ pub(crate) fn claim(tid: i32) -> Option<Claim> {
     None
 }
 
-/// Handler side: records registers, the frame-pointer chain and the top of the
-/// stack. Bounded: at most `MAX_FRAMES` records, `COPY_WORDS` words and one
-/// resync scan of `unwind::RESYNC_SPAN` bytes.
+/// Handler side: records registers, the frame-pointer chain and the stack
+/// from `sp` up. Bounded: at most `MAX_FRAMES` records, the prepared copy
+/// size and one resync scan of `unwind::RESYNC_SPAN` bytes.
 #[inline(always)]
 pub(crate) fn fill(claim: &Claim, regs: &Regs, window: Option<&StackWindow>) {
     let buf = claim.buf;
@@ -164,6 +207,7 @@ pub(crate) fn fill(claim: &Claim, regs: &Regs, window: Option<&StackWindow>) {
     buf.lr.store(regs.lr, Ordering::Relaxed);
     let mut nframes = 0usize;
     let mut ncopy = 0usize;
+    let mut truncated = false;
     let mut start = 0u64;
     if let Some(w) = window {
         let read = |addr: u64| w.read(addr);
@@ -176,19 +220,17 @@ pub(crate) fn fill(claim: &Claim, regs: &Regs, window: Option<&StackWindow>) {
             }
             None => false,
         });
-        let mut addr = w.lo();
-        while let (Some(slot), Some(word)) = (buf.copy.get(ncopy), w.read(addr)) {
-            slot.store(word, Ordering::Relaxed);
-            ncopy = ncopy.wrapping_add(1);
-            addr = addr.wrapping_add(8);
-            if addr >= w.hi() {
-                break;
-            }
+        // `OnceLock::get` is one atomic load: it never blocks or allocates.
+        if let Some(copy) = buf.copy.get() {
+            let limit = buf.copy_limit.load(Ordering::Relaxed) as usize;
+            (ncopy, truncated) = w.copy_to(copy.get(..limit).unwrap_or(copy));
         }
     }
-    buf.fp.store(start, Ordering::Relaxed);
+    buf.fp.store(regs.fp, Ordering::Relaxed);
+    buf.chain.store(start, Ordering::Relaxed);
     buf.nframes.store(nframes as u32, Ordering::Relaxed);
     buf.ncopy.store(ncopy as u32, Ordering::Relaxed);
+    buf.truncated.store(truncated, Ordering::Relaxed);
 }
 
 /// Handler side: hands the buffer back to the watchdog and wakes it.
@@ -207,32 +249,46 @@ pub(crate) struct RawSample {
     pub(crate) pc: u64,
     /// Interrupted stack pointer; `copy[0]` was read from here.
     pub(crate) sp: u64,
-    /// Frame pointer the walk started from.
+    /// The frame-pointer register at the interruption (0: not known). The
+    /// unwind tables restore the caller's from it where a function keeps one.
     pub(crate) fp: u64,
+    /// Where the handler's frame-record walk started: `fp`, or the record a
+    /// resync scan found above `sp` when `fp` led nowhere.
+    pub(crate) chain: u64,
     /// Link register (aarch64), else 0.
     pub(crate) lr: u64,
     /// Return addresses from the frame-pointer chain, innermost first.
     pub(crate) frames: Vec<u64>,
-    /// Words at `[sp, sp + 8 * copy.len())`, for leaf repair.
+    /// Words at `[sp, sp + 8 * copy.len())`: what the unwinder reads.
     pub(crate) copy: Vec<u64>,
+    /// The copy stopped before the top of the stack (the configured size was
+    /// reached): an unwind that runs off its end is cut there.
+    pub(crate) truncated: bool,
 }
 
 impl RawSample {
-    /// A sample of a thread that was never interrupted: its `pc` and `sp`
-    /// (from `/proc/.../syscall`) and the words of its stack from `sp` up,
-    /// copied from outside. The frame pointer is unknown, so the frame
-    /// records are found by the same validated scan the handler uses when
-    /// `rbp` is not a frame pointer.
-    pub(crate) fn from_stack_copy(epoch: u64, pc: u64, sp: u64, words: &[u64]) -> Self {
+    /// A sample taken without a signal: a thread blocked in a system call,
+    /// whose `pc` and `sp` the kernel reports and whose stack words from
+    /// `sp` up were read from another thread. There is no frame-pointer
+    /// register: the unwinder finds the frames from `copy` alone, and the
+    /// frame records for `fp` mode are found by the same validated scan the
+    /// handler uses when `rbp` is not a frame pointer.
+    pub(crate) fn from_stack(
+        epoch: u64,
+        pc: u64,
+        sp: u64,
+        copy: Vec<u64>,
+        truncated: bool,
+    ) -> RawSample {
         let read = |addr: u64| {
             if addr % 8 != 0 || addr < sp {
                 return None;
             }
-            words.get(((addr - sp) / 8) as usize).copied()
+            copy.get(((addr - sp) / 8) as usize).copied()
         };
-        let start = unwind::start_fp(sp, 0, &read);
+        let chain = unwind::start_fp(sp, 0, &read);
         let mut frames = Vec::new();
-        unwind::walk(start, &read, &mut |ra| {
+        unwind::walk(chain, &read, &mut |ra| {
             frames.push(ra);
             frames.len() < MAX_FRAMES
         });
@@ -240,10 +296,11 @@ impl RawSample {
             epoch,
             pc,
             sp,
-            fp: start,
-            lr: 0,
+            chain,
             frames,
-            copy: words[..words.len().min(COPY_WORDS)].to_vec(),
+            copy,
+            truncated,
+            ..RawSample::default()
         }
     }
 }
@@ -295,6 +352,14 @@ pub(crate) fn request(target: Target, sig: i32) -> Result<Answer, Missed> {
                 .is_ok()
         })
         .ok_or(Missed::Busy)?;
+    // The copy area is allocated here, on the watchdog's side, never in the
+    // handler.
+    let wanted = COPY_WORDS.load(Ordering::Relaxed);
+    let copy = buf
+        .copy
+        .get_or_init(|| (0..wanted).map(|_| AtomicU64::new(0)).collect());
+    buf.copy_limit
+        .store(wanted.min(copy.len()) as u32, Ordering::Relaxed);
     buf.tid.store(target.tid, Ordering::Relaxed);
     buf.stack_lo.store(target.stack.0, Ordering::Relaxed);
     buf.stack_hi.store(target.stack.1, Ordering::Relaxed);
@@ -524,7 +589,7 @@ mod tests {
                 continue;
             };
             total += 1;
-            let repaired = sym.repair(&s);
+            let repaired = sym.unwind(&s);
             if sym
                 .symbolize(&repaired)
                 .iter()

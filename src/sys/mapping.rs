@@ -14,6 +14,33 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+/// A whole file mapped shared and read-only, read as bytes: the symbol
+/// tables of a loaded object are read through it, so only the pages they
+/// touch become resident (and `FileMapping::release_pages` gives them back).
+pub(crate) struct MappedFile(memmap2::Mmap);
+
+impl MappedFile {
+    /// Maps `path`, or `None` if it cannot be opened or mapped.
+    pub(crate) fn open(path: &Path) -> Option<MappedFile> {
+        let file = fs::File::open(path).ok()?;
+        // SAFETY: a shared read-only mapping of a file this process only reads.
+        // The one hazard, another process truncating the file while it is
+        // mapped (SIGBUS on access), is the one the debug-info loader already
+        // takes for the same files: they are the loaded objects themselves,
+        // which the system does not rewrite in place while they run.
+        let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+        Some(MappedFile(map))
+    }
+}
+
+impl std::ops::Deref for MappedFile {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// A shared, read-only mapping of one file, found from an address inside it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct FileMapping {

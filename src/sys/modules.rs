@@ -16,8 +16,49 @@ pub(crate) struct Module {
     pub(crate) bias: u64,
     /// Executable segments as runtime `[start, end)` ranges.
     pub(crate) text: Vec<(u64, u64)>,
+    /// Every loaded segment, for file offsets and for bounding the unwind
+    /// tables, which have no size of their own in memory.
+    pub(crate) segments: Vec<Segment>,
+    /// `.eh_frame_hdr` as a runtime `[start, end)` range (`PT_GNU_EH_FRAME`).
+    pub(crate) eh_frame_hdr: Option<(u64, u64)>,
     /// Whether this is the main program.
     pub(crate) is_main: bool,
+    /// Whether this is the kernel's vDSO, which has no file: its symbols and
+    /// unwind tables are read from memory.
+    pub(crate) is_vdso: bool,
+}
+
+/// One `PT_LOAD` segment of a loaded object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Segment {
+    /// Runtime start address.
+    pub(crate) start: u64,
+    /// Runtime end address (start + memory size).
+    pub(crate) end: u64,
+    /// Offset of `start` in the file.
+    pub(crate) file_offset: u64,
+    /// Whether the segment holds code.
+    pub(crate) exec: bool,
+}
+
+impl Module {
+    /// Where runtime address `addr` sits in the object's file, if it is
+    /// inside one of its segments: unlike the address, stable across runs
+    /// (ASLR) and usable with `addr2line -e FILE` offline.
+    pub(crate) fn file_offset(&self, addr: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|s| addr >= s.start && addr < s.end)
+            .map(|s| addr - s.start + s.file_offset)
+    }
+
+    /// The runtime range of the loaded segment containing `addr`.
+    pub(crate) fn segment_of(&self, addr: u64) -> Option<(u64, u64)> {
+        self.segments
+            .iter()
+            .find(|s| addr >= s.start && addr < s.end)
+            .map(|s| (s.start, s.end))
+    }
 }
 
 /// Snapshot of every loaded object, plus the loader's add counter so callers
@@ -27,6 +68,7 @@ pub(crate) fn loaded_modules() -> (Vec<Module>, u64) {
         modules: Vec<Module>,
         adds: u64,
         first: bool,
+        vdso: u64,
     }
     extern "C" fn callback(
         info: *mut libc::dl_phdr_info,
@@ -67,6 +109,32 @@ pub(crate) fn loaded_modules() -> (Vec<Module>, u64) {
         if text.is_empty() {
             return 0;
         }
+        let segments = phdrs
+            .iter()
+            .filter(|p| p.p_type == libc::PT_LOAD)
+            .map(|p| {
+                let start = bias.wrapping_add(p.p_vaddr);
+                Segment {
+                    start,
+                    end: start.wrapping_add(p.p_memsz),
+                    file_offset: p.p_offset,
+                    exec: p.p_flags & libc::PF_X != 0,
+                }
+            })
+            .collect();
+        let eh_frame_hdr = phdrs
+            .iter()
+            .find(|p| p.p_type == libc::PT_GNU_EH_FRAME)
+            .map(|p| {
+                let start = bias.wrapping_add(p.p_vaddr);
+                (start, start.wrapping_add(p.p_memsz))
+            });
+        let is_vdso = acc.vdso != 0
+            && phdrs.iter().any(|p| {
+                p.p_type == libc::PT_LOAD
+                    && p.p_offset == 0
+                    && bias.wrapping_add(p.p_vaddr) == acc.vdso
+            });
         let (path, name) = if is_main {
             let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
             let name = exe
@@ -87,7 +155,10 @@ pub(crate) fn loaded_modules() -> (Vec<Module>, u64) {
             name,
             bias,
             text,
+            segments,
+            eh_frame_hdr,
             is_main,
+            is_vdso,
         });
         0
     }
@@ -95,6 +166,9 @@ pub(crate) fn loaded_modules() -> (Vec<Module>, u64) {
         modules: Vec::new(),
         adds: 0,
         first: true,
+        // SAFETY: getauxval only reads the auxiliary vector the kernel gave this
+        // process; 0 means "no such entry".
+        vdso: unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) },
     };
     // SAFETY: `callback` matches the expected signature and only dereferences the
     // pointers the loader gives it; `acc` outlives the call.

@@ -116,14 +116,30 @@ pub(crate) struct StackWindow {
 }
 
 impl StackWindow {
-    /// Lowest readable address (the interrupted stack pointer).
-    pub(crate) fn lo(&self) -> u64 {
-        self.lo
-    }
-
-    /// One past the highest readable address.
-    pub(crate) fn hi(&self) -> u64 {
-        self.hi
+    /// Copies the window's words from its start into `dst`, as many as fit;
+    /// returns how many, and whether the stack went on past them. One
+    /// `memcpy` (async-signal-safe, POSIX.1-2008 TC2): a word-by-word loop
+    /// costs ten times more in an unoptimised build.
+    #[inline(always)]
+    pub(crate) fn copy_to(&self, dst: &[AtomicU64]) -> (usize, bool) {
+        if self.lo % 8 != 0 || self.hi <= self.lo {
+            return (0, false);
+        }
+        let words = usize::try_from((self.hi - self.lo) / 8).unwrap_or(usize::MAX);
+        let n = words.min(dst.len());
+        if let Some(first) = dst.first() {
+            // SAFETY: the source `[lo, lo + 8n)` lies inside the window, which is
+            // mapped and belongs to this very thread (see `read`), and `lo` is
+            // aligned. The destination is `n` consecutive `AtomicU64`s, which
+            // have `u64`'s layout; nothing else touches them while the handler
+            // owns the sample buffer (WRITING state), so the plain writes race
+            // with no atomic access. Stack and buffer do not overlap: the
+            // buffer is on the heap.
+            unsafe {
+                std::ptr::copy_nonoverlapping(self.lo as *const u64, first.as_ptr(), n);
+            }
+        }
+        (n, words > n)
     }
 
     /// Reads the aligned word at `addr`, or `None` when it lies outside the window.

@@ -44,8 +44,6 @@ const MAX_INTERVAL: Duration = Duration::from_millis(100);
 /// A signal unanswered this long while the thread got CPU: look whether the
 /// program blocks it.
 const BLOCKED_CHECK_AFTER: Duration = Duration::from_millis(50);
-/// Bytes of a blocked thread's stack copied from outside.
-const READ_BYTES: usize = sampler::COPY_WORDS * 8 * 32;
 
 /// What the watchdog needs from the configuration.
 #[derive(Clone, Debug)]
@@ -127,8 +125,6 @@ struct Live {
     /// held here.
     has_stack: bool,
     held: Vec<(Tag, Duration)>,
-    /// Time the report stage had no room for yet.
-    unsent: Vec<(Tag, Duration)>,
     reported: u8,
     excused: Arc<AtomicBool>,
 }
@@ -186,9 +182,17 @@ impl Track {
             live: None,
         };
         // A thread first seen inside a poll (a new thread's first poll) is
-        // measured from this first look, like any other poll.
+        // measured from this first look, like any other poll, plus the CPU
+        // it used since it registered if this is its first poll since.
         if t.epoch % 2 == 1 && t.tid != 0 {
             t.begin_account(now);
+            let reg_epoch = slot.registered_epoch.load(Ordering::Relaxed);
+            let reg_cpu = slot.registered_cpu_ns.load(Ordering::Relaxed);
+            if t.epoch == reg_epoch.wrapping_add(1) && reg_cpu != u64::MAX {
+                if let Some(a) = t.acct.as_mut() {
+                    a.add_unseen_cpu(now.saturating_duration_since(last_tick), reg_cpu);
+                }
+            }
         }
         t
     }
@@ -214,9 +218,99 @@ impl Track {
     }
 }
 
+/// Events on their way to the report stage, in order. The watchdog never
+/// waits for the report stage (symbolizing can fall behind, a debug build's
+/// especially): what the channel has no room for waits here, and past a
+/// bound samples wait without their stack, their time kept.
+struct Outbox {
+    tx: SyncSender<Event>,
+    backlog: std::collections::VecDeque<Event>,
+    /// Stacks dropped to keep the backlog small.
+    dropped: u64,
+    /// Episodes with a stack queued already: only those lose later ones.
+    with_stack: std::collections::HashSet<u64>,
+}
+
+/// Events the backlog keeps whole; beyond, samples lose their stack.
+const BACKLOG_STACKS: usize = 256;
+
+impl Outbox {
+    /// Queues `ev`; false once the report stage is gone.
+    fn send(&mut self, ev: Event) -> bool {
+        let ev = match ev {
+            Event::Sample {
+                id,
+                stack: StackOf::Captured(_),
+                weight_us,
+                tag,
+            } if self.backlog.len() >= BACKLOG_STACKS && self.with_stack.contains(&id) => {
+                self.dropped += 1;
+                Event::Sample {
+                    id,
+                    stack: StackOf::Same,
+                    weight_us,
+                    tag,
+                }
+            }
+            ev => ev,
+        };
+        match &ev {
+            Event::Sample {
+                id,
+                stack: StackOf::Captured(_),
+                ..
+            } => {
+                self.with_stack.insert(*id);
+            }
+            Event::Ended { id, .. } => {
+                self.with_stack.remove(id);
+            }
+            _ => {}
+        }
+        if !self.backlog.is_empty() {
+            self.backlog.push_back(ev);
+            return true;
+        }
+        match self.tx.try_send(ev) {
+            Ok(()) => true,
+            Err(std::sync::mpsc::TrySendError::Full(ev)) => {
+                self.backlog.push_back(ev);
+                true
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// Hands over what the channel has room for now.
+    fn flush(&mut self) {
+        while let Some(ev) = self.backlog.pop_front() {
+            match self.tx.try_send(ev) {
+                Ok(()) => {}
+                Err(std::sync::mpsc::TrySendError::Full(ev)) => {
+                    self.backlog.push_front(ev);
+                    return;
+                }
+                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                    self.backlog.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// At stop: everything, waiting for room.
+    fn close(&mut self, last: Event) {
+        for ev in self.backlog.drain(..).chain([last]) {
+            if self.tx.send(ev).is_err() {
+                return;
+            }
+        }
+    }
+}
+
 pub(crate) struct Watchdog {
     settings: Settings,
-    tx: SyncSender<Event>,
+    out: Outbox,
     stop: Arc<Stop>,
     stats: Stats,
     next_id: u64,
@@ -241,7 +335,12 @@ impl Watchdog {
         }
         Watchdog {
             settings,
-            tx,
+            out: Outbox {
+                tx,
+                backlog: std::collections::VecDeque::new(),
+                dropped: 0,
+                with_stack: std::collections::HashSet::new(),
+            },
             stop,
             stats: Stats::default(),
             next_id: 1,
@@ -299,7 +398,9 @@ impl Watchdog {
             };
             self.end_episode(i, now, reason);
         }
-        let _ = self.tx.send(Event::Finished(self.stats.clone()));
+        self.stats.dropped += self.out.dropped;
+        let stats = self.stats.clone();
+        self.out.close(Event::Finished(stats));
     }
 
     fn refresh(&mut self, now: Instant) {
@@ -317,6 +418,7 @@ impl Watchdog {
     }
 
     fn tick(&mut self, now: Instant) -> Instant {
+        self.out.flush();
         self.refresh(now);
         let mut wake = now.checked_add(self.idle_tick()).unwrap_or(now);
         for i in 0..self.tracks.len() {
@@ -457,14 +559,13 @@ impl Watchdog {
             prompt: false,
             has_stack: false,
             held: Vec::new(),
-            unsent: Vec::new(),
             // A detection that came late (the thread was descheduled) has
             // already passed 2× and 4×: the first report covers those.
             reported: level_of(stuck, self.settings.threshold),
             excused,
         });
-        // Started must arrive before any sample, so it is sent blocking.
-        if self.tx.send(Event::Started(Box::new(started))).is_err() {
+        // Started goes ahead of the episode's samples: one queue, in order.
+        if !self.out.send(Event::Started(Box::new(started))) {
             self.tracks[i].live = None;
             return None;
         }
@@ -518,7 +619,7 @@ impl Watchdog {
             if let Some(l) = self.tracks[i].live.as_mut() {
                 l.reported = level;
             }
-            let _ = self.tx.try_send(Event::Progress { id, elapsed });
+            self.out.send(Event::Progress { id, elapsed });
         }
         if excused {
             // Blocking where blocking belongs: just wait for the poll to end.
@@ -764,32 +865,13 @@ impl Watchdog {
                 }
             }
         }
-        // A report stage that falls behind loses stacks, never time: what
-        // could not be sent waits, as time at the last stack sent, for the
-        // next sample.
-        let unsent = std::mem::take(&mut live.unsent);
-        let events = unsent
-            .into_iter()
-            .map(|(tag, w)| (StackOf::Same, tag, w))
-            .chain(events);
         for (stack, tag, w) in events {
-            let ev = Event::Sample {
+            self.out.send(Event::Sample {
                 id,
                 stack,
                 weight_us: w.as_micros() as u64,
                 tag,
-            };
-            if let Err(std::sync::mpsc::TrySendError::Full(Event::Sample { stack, tag, .. })) =
-                self.tx.try_send(ev)
-            {
-                if matches!(stack, StackOf::Captured(_)) {
-                    self.stats.dropped += 1;
-                }
-                match live.unsent.iter_mut().find(|(t, _)| *t == tag) {
-                    Some((_, total)) => *total += w,
-                    None => live.unsent.push((tag, w)),
-                }
-            }
+            });
         }
     }
 
@@ -816,7 +898,7 @@ impl Watchdog {
             own: t.acct.map_or(Duration::ZERO, |a| a.own),
         };
         self.stats.descheduled += 1;
-        let _ = self.tx.try_send(Event::Descheduled(Box::new(excused)));
+        self.out.send(Event::Descheduled(Box::new(excused)));
     }
 
     fn end_episode(&mut self, i: usize, now: Instant, reason: EndReason) {
@@ -849,9 +931,8 @@ impl Watchdog {
             .as_mut()
             .map(|a| a.tail(end, live.last_seen, live.last_span));
         let mut parts: Vec<(Tag, Duration)> = live
-            .unsent
+            .held
             .drain(..)
-            .chain(live.held.drain(..))
             .chain(live.pending_own.drain(..))
             .collect();
         if let Some(tail) = tail {
@@ -882,7 +963,7 @@ impl Watchdog {
             reason,
         });
         for ev in events {
-            let _ = self.tx.send(ev);
+            self.out.send(ev);
         }
     }
 }
@@ -903,7 +984,10 @@ fn read_blocked(
     if sp < lo || sp >= hi || sp % 8 != 0 {
         return None;
     }
-    let len = ((hi - sp) as usize).min(READ_BYTES);
+    // As much as a signal sample copies (at least enough for the frame
+    // records of `fp` mode).
+    let want = sampler::copy_bytes().max(32 * 1024);
+    let len = ((hi - sp) as usize).min(want);
     let mut bytes = vec![0u8; len];
     let n = crate::sys::memory::read(sp, &mut bytes).ok()?;
     let mut again = [0u8; SYSCALL_LINE];
@@ -915,7 +999,8 @@ fn read_blocked(
         .chunks_exact(8)
         .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default()))
         .collect();
-    Some(RawSample::from_stack_copy(epoch, pc, sp, &words))
+    let truncated = (sp + len as u64) < hi;
+    Some(RawSample::from_stack(epoch, pc, sp, words, truncated))
 }
 
 /// 0 below 2× the threshold, 1 from 2×, 2 from 4×.

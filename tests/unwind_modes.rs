@@ -1,0 +1,112 @@
+//! Each unwind mode, end to end: the stack of a blocked task names the user's
+//! function, and the artifacts say which mode produced it. Runs in builds
+//! with and without frame pointers (`.ci/run` does both).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use pollwatch::Unwind;
+use support::*;
+
+/// Blocks the calling task's worker in a known user function.
+fn blocked_with(
+    test: &str,
+    cfg: pollwatch::Config,
+    block: fn(Duration) -> Duration,
+) -> pollwatch::Report {
+    let guard = cfg.output_dir(out_dir(test)).start().unwrap();
+    let rt = tokio_runtime(2);
+    let task = pollwatch::watch(async move {
+        tokio::task::yield_now().await;
+        block(THRESHOLD * 4)
+    });
+    rt.block_on(async { tokio::spawn(task).await.unwrap() });
+    drop(rt);
+    guard.finish().unwrap()
+}
+
+fn base() -> pollwatch::Config {
+    pollwatch::Config::default()
+        .threshold(THRESHOLD)
+        .sample_interval(INTERVAL)
+}
+
+fn episodes_json(report: &pollwatch::Report) -> Vec<serde_json::Value> {
+    artifact(report, "episodes.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn every_mode_names_the_user_function_and_says_which_mode() {
+    let _s = serial();
+    for mode in [Unwind::Auto, Unwind::Dwarf, Unwind::FramePointers] {
+        let report = blocked_with(&format!("mode-{mode}"), base().unwind(mode), blocking_sleep);
+        let ep = episode_in(&report, "blocking_sleep");
+        assert!(ep.blocked_in("std::thread"), "{mode}: {report}");
+        let summary = artifact(&report, "summary.txt");
+        assert!(
+            summary
+                .lines()
+                .next()
+                .unwrap()
+                .ends_with(&format!("(unwind: {mode})")),
+            "{summary}"
+        );
+        for ep in episodes_json(&report) {
+            assert_eq!(ep["unwind"], mode.name(), "{ep}");
+        }
+    }
+}
+
+/// Recurses `depth` levels, each with a 256-byte frame, then spins for
+/// `cpu` of CPU time.
+#[inline(never)]
+fn deep(depth: u32, cpu: Duration) -> u64 {
+    let pad = [depth as u8; 256];
+    std::hint::black_box(&pad);
+    let r = if depth == 0 {
+        cpu_spin(cpu).as_nanos() as u64
+    } else {
+        deep(depth - 1, cpu)
+    };
+    std::hint::black_box(&pad);
+    r
+}
+
+#[inline(never)]
+fn deep_spin(d: Duration) -> Duration {
+    let t = Instant::now();
+    std::hint::black_box(deep(64, d));
+    t.elapsed()
+}
+
+/// A stack deeper than the copy is flagged `truncated`; its innermost frames
+/// are still named.
+#[test]
+fn a_stack_deeper_than_the_copy_is_flagged_truncated() {
+    let _s = serial();
+    let report = blocked_with("truncated", base().stack_copy_bytes(4096), deep_spin);
+    let ep = episode_in(&report, "deep");
+    assert!(ep.samples() > 0, "{report}");
+    let json = episodes_json(&report);
+    let stacks: Vec<&serde_json::Value> = json
+        .iter()
+        .flat_map(|e| e["stacks"].as_array().unwrap())
+        .collect();
+    assert!(
+        stacks.iter().any(|s| s["truncated"] == true),
+        "no stack flagged truncated: {stacks:?}"
+    );
+}
+
+#[test]
+fn a_bad_copy_size_is_refused_at_start() {
+    let _s = serial();
+    for bytes in [0, 512, 2 << 20] {
+        let err = base().stack_copy_bytes(bytes).start().unwrap_err();
+        assert!(err.to_string().contains("stack copy"), "{err}");
+    }
+}
