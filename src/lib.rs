@@ -139,8 +139,8 @@ pub use runtime::tokio;
 /// ```no_run
 /// let guard = pollwatch::init()?;
 /// // ... run your runtime ...
-/// let report = guard.finish()?;
-/// println!("{report}");
+/// let report = guard.finish()?; // prints one line to stderr: where the artifacts are
+/// report.assert_no_blocking();
 /// # Ok::<(), pollwatch::Error>(())
 /// ```
 pub fn init() -> Result<Guard> {
