@@ -26,6 +26,10 @@ static RUNNING: AtomicU32 = AtomicU32::new(0);
 #[cfg(pollwatch_supported)]
 const CHANNEL_CAPACITY: usize = 1024;
 
+/// pollwatch's threads, by name (as `ps -L` and errors show them).
+const WATCHDOG_THREAD: &str = "pollwatch-watchdog";
+const REPORT_THREAD: &str = "pollwatch-report";
+
 /// A running pollwatch. Keep it alive for as long as you want blocking found.
 ///
 /// [`finish`](Guard::finish) stops the watchdog, writes the artifacts and
@@ -84,10 +88,13 @@ impl Guard {
         let stage = run.stage.join();
         RUNNING.store(0, Ordering::Release);
         if wd.is_err() {
-            return Err(Error::Thread("the watchdog thread panicked".into()));
+            return Err(Error::ThreadPanicked {
+                thread: WATCHDOG_THREAD,
+            });
         }
-        let (report, mut errors) =
-            stage.map_err(|_| Error::Thread("the report thread panicked".into()))?;
+        let (report, mut errors) = stage.map_err(|_| Error::ThreadPanicked {
+            thread: REPORT_THREAD,
+        })?;
         match errors.is_empty() {
             true => Ok(report),
             false => Err(errors.remove(0)),
@@ -188,9 +195,12 @@ fn start_running(cfg: &Config, signal: i32, pid: u32) -> Result<Running> {
         unwind: cfg.unwind,
     };
     let stage = std::thread::Builder::new()
-        .name("pollwatch-report".into())
+        .name(REPORT_THREAD.into())
         .spawn(move || Stage::new(stage_cfg, Some(writer)).run(rx))
-        .map_err(|e| Error::Thread(format!("cannot start the report thread: {e}")))?;
+        .map_err(|source| Error::ThreadSpawn {
+            thread: REPORT_THREAD,
+            source,
+        })?;
     let stop = Arc::new(Stop::default());
     let settings = Settings {
         threshold: cfg.threshold,
@@ -199,17 +209,18 @@ fn start_running(cfg: &Config, signal: i32, pid: u32) -> Result<Running> {
     };
     let wd_stop = stop.clone();
     let watchdog = std::thread::Builder::new()
-        .name("pollwatch-watchdog".into())
+        .name(WATCHDOG_THREAD.into())
         .spawn(move || Watchdog::new(settings, tx, wd_stop).run());
     let watchdog = match watchdog {
         Ok(w) => w,
-        Err(e) => {
+        Err(source) => {
             // The report thread ends when its channel closes (tx was moved into
             // the failed closure and dropped).
             let _ = stage.join();
-            return Err(Error::Thread(format!(
-                "cannot start the watchdog thread: {e}"
-            )));
+            return Err(Error::ThreadSpawn {
+                thread: WATCHDOG_THREAD,
+                source,
+            });
         }
     };
     Ok(Running {

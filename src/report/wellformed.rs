@@ -85,7 +85,7 @@ fn episode() -> impl Strategy<Value = Episode> {
                 on_cpu: Duration::ZERO,
                 off_cpu: Duration::ZERO,
                 stacks,
-                ended_by: "poll_returned",
+                ended_by: crate::report::EndedBy::PollReturned,
                 unwind: crate::config::Unwind::Auto,
             },
         )
