@@ -289,11 +289,20 @@ pub(crate) fn capture(target: Target, sig: i32, deadline: Duration) -> Result<Ra
                 BUF.tid.store(0, Ordering::Relaxed);
                 return Err(Missed::Timeout);
             }
-            // The handler is writing right now; it is bounded, so wait it out.
-            while BUF.state.load(Ordering::Acquire) != READY {
-                std::hint::spin_loop();
+            // The handler is writing right now; it is bounded, so wait it
+            // out. But a late handler of an earlier request (its thread was
+            // descheduled between its tid check and its claim) may have
+            // taken this request and handed it back as IDLE on seeing the
+            // tid is not its own: then nobody will write, and waiting for
+            // READY would spin forever (seen at a service's shutdown, with
+            // `finish()` stuck joining the watchdog).
+            match wait_out_writer() {
+                READY => break,
+                _ => {
+                    BUF.tid.store(0, Ordering::Relaxed);
+                    return Err(Missed::Timeout);
+                }
             }
-            break;
         }
         signal::futex_wait(&BUF.state, s, until - now);
     }
@@ -322,6 +331,17 @@ pub(crate) fn capture(target: Target, sig: i32, deadline: Duration) -> Result<Ra
     BUF.tid.store(0, Ordering::Relaxed);
     BUF.state.store(IDLE, Ordering::Release);
     Ok(sample)
+}
+
+/// Spins while a handler holds the buffer (bounded work), then returns the
+/// state it left: `READY`, or `IDLE` from a handler that let go unwritten.
+fn wait_out_writer() -> u32 {
+    loop {
+        match BUF.state.load(Ordering::Acquire) {
+            WRITING => std::hint::spin_loop(),
+            s => return s,
+        }
+    }
 }
 
 fn disarm() {
@@ -444,5 +464,54 @@ mod tests {
             found * 100 >= total * 97,
             "caller found in {found} of {total} samples"
         );
+    }
+
+    /// A late handler of an earlier request can claim the current one and
+    /// hand it back unwritten (its tid re-check fails). The requester must
+    /// then give up at its deadline, not wait for a sample nobody writes.
+    #[test]
+    fn a_request_taken_and_dropped_by_a_stale_handler_times_out() {
+        // SIGWINCH: no handler of ours (its default action is to ignore it),
+        // so only the stand-in below ever claims the request.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let target = std::thread::spawn(move || {
+            tx.send(crate::sys::signal::gettid()).unwrap();
+            std::thread::sleep(Duration::from_secs(2));
+        });
+        let tid = rx.recv().unwrap();
+        let stale = std::thread::spawn(move || {
+            // Requests are serialised: while `tid` is armed, it is ours.
+            let until = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < until {
+                if BUF.tid.load(Ordering::Acquire) == tid
+                    && BUF
+                        .state
+                        .compare_exchange(ARMED, WRITING, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    BUF.state.store(IDLE, Ordering::Release);
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+            false
+        });
+        let (done_tx, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = capture(
+                Target { tid, stack: (0, 0) },
+                libc::SIGWINCH,
+                Duration::from_millis(50),
+            );
+            let _ = done_tx.send(r.map(|_| ()));
+        });
+        let r = done.recv_timeout(Duration::from_secs(10));
+        assert!(stale.join().unwrap(), "the stand-in never saw the request");
+        assert_eq!(
+            r,
+            Ok(Err(Missed::Timeout)),
+            "capture must give up, not hang"
+        );
+        target.join().unwrap();
     }
 }
