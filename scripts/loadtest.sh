@@ -48,6 +48,15 @@ echo "service pid $pid at $url; wrk for $duration with $connections connections"
 wrk -t2 -c"$connections" -d"$duration" --latency -s scripts/loadtest.lua "$url"
 
 kill -TERM "$pid"
+# Bounded: a service that does not exit after SIGTERM fails the run.
+for _ in $(seq 600); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+done
+if kill -0 "$pid" 2>/dev/null; then
+    echo "the service did not exit within 60 s of SIGTERM" >&2
+    exit 1
+fi
 status=0
 wait "$pid" || status=$?
 trap - EXIT

@@ -94,16 +94,13 @@ fn a_load_test_names_every_blocking_route_and_not_the_healthy_one() {
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_owned();
 
-    let used_wrk = drive(&url);
-    if std::env::var_os("POLLWATCH_REQUIRE_WRK").is_some_and(|v| v == "1") {
-        assert!(used_wrk, "POLLWATCH_REQUIRE_WRK=1 but wrk is not installed");
-    }
+    drive(&url, &mut child);
 
     // As docker, systemd or Kubernetes stop a service.
     // SAFETY: kill(2) on our own child, which has not been reaped yet.
     let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     assert_eq!(rc, 0, "kill -TERM: {}", std::io::Error::last_os_error());
-    let status = child.wait().unwrap();
+    let status = wait_bounded(&mut child, Duration::from_secs(60));
     let mut rest = String::new();
     stdout.read_to_string(&mut rest).unwrap();
     let mut stderr = String::new();
@@ -150,9 +147,39 @@ fn a_load_test_names_every_blocking_route_and_not_the_healthy_one() {
     }
 }
 
+/// Waits for the service to exit after SIGTERM; a service that does not
+/// (finish() stuck) is killed and fails the test instead of hanging it.
+fn wait_bounded(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the service did not exit within {limit:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Kills the service if the load step panics, so no server outlives the test.
+struct KillOnPanic<'a>(&'a mut std::process::Child);
+
+impl Drop for KillOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Puts load on the service for `LOAD_FOR`: wrk with the script's mix when
-/// installed (returns true), else the same mix from two client threads.
-fn drive(url: &str) -> bool {
+/// installed, else the same mix from two client threads.
+fn drive(url: &str, child: &mut std::process::Child) {
+    let _kill_on_panic = KillOnPanic(child);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/loadtest.lua");
     let wrk = Command::new("wrk")
         .args([
@@ -169,9 +196,12 @@ fn drive(url: &str) -> bool {
             let text = String::from_utf8_lossy(&out.stdout);
             assert!(out.status.success(), "wrk failed: {text}");
             assert!(text.contains("requests in"), "{text}");
-            true
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(
+                std::env::var_os("POLLWATCH_REQUIRE_WRK").is_none_or(|v| v != "1"),
+                "POLLWATCH_REQUIRE_WRK=1 but wrk is not installed"
+            );
             let addr = url.trim_start_matches("http://").to_owned();
             let clients: Vec<_> = (0..2)
                 .map(|c| {
@@ -182,7 +212,6 @@ fn drive(url: &str) -> bool {
             for c in clients {
                 c.join().unwrap();
             }
-            false
         }
         Err(e) => panic!("cannot run wrk: {e}"),
     }
