@@ -339,11 +339,8 @@ impl Config {
                 self.stack_copy
             )));
         }
-        parse_signal(&self.signal).ok_or_else(|| {
-            Error::Config(format!(
-                "unknown sampling signal {:?}: use SIGURG, SIGPROF, SIGVTALRM, SIGUSR1, SIGUSR2, SIGWINCH or SIGRTMIN+n",
-                self.signal
-            ))
+        parse_signal(&self.signal).ok_or_else(|| Error::UnknownSignal {
+            name: self.signal.clone(),
         })
     }
 }
@@ -648,6 +645,12 @@ mod tests {
         assert_eq!(parse_signal("SIGRTMAX-1"), Some(libc::SIGRTMAX() - 1));
         assert_eq!(parse_signal("SIGKILL"), None);
         assert_eq!(parse_signal("SIGRTMIN+x"), None);
+        let err = Config::default().signal("SIGKILL").validate().unwrap_err();
+        assert!(
+            matches!(&err, Error::UnknownSignal { name } if name == "SIGKILL"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("\"SIGKILL\""), "{err}");
     }
 
     /// The setting an [`Error::OutOfRange`] names, or `None` for success.

@@ -20,8 +20,19 @@ pub enum Error {
         /// What was expected instead.
         expected: &'static str,
     },
-    /// A configuration value pollwatch cannot use (an unknown signal name).
+    /// A configuration value pollwatch cannot use, in words. This version
+    /// reports each case as a structured variant instead
+    /// ([`OutOfRange`](Error::OutOfRange), [`UnknownSignal`](Error::UnknownSignal));
+    /// kept so that code matching it still compiles.
     Config(String),
+    /// The sampling signal's name (from [`Config::signal`](crate::Config::signal))
+    /// is not one pollwatch accepts: `SIGURG`, `SIGPROF`, `SIGVTALRM`,
+    /// `SIGUSR1`, `SIGUSR2`, `SIGWINCH`, `SIGRTMIN+n` or `SIGRTMAX-n`
+    /// (`POLLWATCH_SIGNAL` is checked earlier, as an [`Env`](Error::Env) error).
+    UnknownSignal {
+        /// The name as given.
+        name: String,
+    },
     /// A duration setting is outside its documented range (see
     /// [`Config`](crate::Config#bounds)). The same check applies to the
     /// builder and to the `POLLWATCH_*` variables.
@@ -74,8 +85,24 @@ pub enum Error {
     },
     /// Another [`Guard`](crate::Guard) is still running in this process.
     AlreadyRunning,
-    /// A pollwatch thread could not be started or stopped cleanly.
+    /// A pollwatch thread could not be started or stopped cleanly, in words.
+    /// This version reports [`ThreadSpawn`](Error::ThreadSpawn) and
+    /// [`ThreadPanicked`](Error::ThreadPanicked) instead; kept so that code
+    /// matching it still compiles.
     Thread(String),
+    /// One of pollwatch's threads could not be started (nothing was left
+    /// running: a later start may succeed).
+    ThreadSpawn {
+        /// The thread, e.g. `pollwatch-watchdog`.
+        thread: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// One of pollwatch's threads panicked; what it had written stays on disk.
+    ThreadPanicked {
+        /// The thread, e.g. `pollwatch-report`.
+        thread: &'static str,
+    },
     /// pollwatch was started before `fork()`, in the parent of this process.
     /// Its threads did not survive the fork: in the child the inherited guard
     /// does nothing (the parent's writes the report), and no new one starts.
@@ -126,7 +153,16 @@ impl fmt::Display for Error {
                 f,
                 "pollwatch: already running in this process; finish the first Guard before starting another"
             ),
+            Error::UnknownSignal { name } => write!(
+                f,
+                "pollwatch: unknown sampling signal {name:?}: use SIGURG, SIGPROF, SIGVTALRM, \
+                 SIGUSR1, SIGUSR2, SIGWINCH or SIGRTMIN+n"
+            ),
             Error::Thread(msg) => write!(f, "pollwatch: {msg}"),
+            Error::ThreadSpawn { thread, source } => {
+                write!(f, "pollwatch: cannot start the {thread} thread: {source}")
+            }
+            Error::ThreadPanicked { thread } => write!(f, "pollwatch: the {thread} thread panicked"),
             Error::Forked => write!(
                 f,
                 "pollwatch: started before fork() in the parent process; a forked child \
@@ -140,6 +176,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Signal { source, .. }
+            | Error::ThreadSpawn { source, .. }
             | Error::OutputDir { source, .. }
             | Error::Write { source, .. } => Some(source),
             _ => None,

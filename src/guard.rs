@@ -26,6 +26,10 @@ static RUNNING: AtomicU32 = AtomicU32::new(0);
 #[cfg(pollwatch_supported)]
 const CHANNEL_CAPACITY: usize = 1024;
 
+/// pollwatch's threads, by name (as `ps -L` and errors show them).
+const WATCHDOG_THREAD: &str = "pollwatch-watchdog";
+const REPORT_THREAD: &str = "pollwatch-report";
+
 /// A running pollwatch. Keep it alive for as long as you want blocking found.
 ///
 /// [`finish`](Guard::finish) stops the watchdog, writes the artifacts and
@@ -84,10 +88,13 @@ impl Guard {
         let stage = run.stage.join();
         RUNNING.store(0, Ordering::Release);
         if wd.is_err() {
-            return Err(Error::Thread("the watchdog thread panicked".into()));
+            return Err(Error::ThreadPanicked {
+                thread: WATCHDOG_THREAD,
+            });
         }
-        let (report, mut errors) =
-            stage.map_err(|_| Error::Thread("the report thread panicked".into()))?;
+        let (report, mut errors) = stage.map_err(|_| Error::ThreadPanicked {
+            thread: REPORT_THREAD,
+        })?;
         match errors.is_empty() {
             true => Ok(report),
             false => Err(errors.remove(0)),
@@ -188,9 +195,12 @@ fn start_running(cfg: &Config, signal: i32, pid: u32) -> Result<Running> {
         unwind: cfg.unwind,
     };
     let stage = std::thread::Builder::new()
-        .name("pollwatch-report".into())
+        .name(REPORT_THREAD.into())
         .spawn(move || Stage::new(stage_cfg, Some(writer)).run(rx))
-        .map_err(|e| Error::Thread(format!("cannot start the report thread: {e}")))?;
+        .map_err(|source| Error::ThreadSpawn {
+            thread: REPORT_THREAD,
+            source,
+        })?;
     let stop = Arc::new(Stop::default());
     let settings = Settings {
         threshold: cfg.threshold,
@@ -199,17 +209,18 @@ fn start_running(cfg: &Config, signal: i32, pid: u32) -> Result<Running> {
     };
     let wd_stop = stop.clone();
     let watchdog = std::thread::Builder::new()
-        .name("pollwatch-watchdog".into())
+        .name(WATCHDOG_THREAD.into())
         .spawn(move || Watchdog::new(settings, tx, wd_stop).run());
     let watchdog = match watchdog {
         Ok(w) => w,
-        Err(e) => {
+        Err(source) => {
             // The report thread ends when its channel closes (tx was moved into
             // the failed closure and dropped).
             let _ = stage.join();
-            return Err(Error::Thread(format!(
-                "cannot start the watchdog thread: {e}"
-            )));
+            return Err(Error::ThreadSpawn {
+                thread: WATCHDOG_THREAD,
+                source,
+            });
         }
     };
     Ok(Running {
@@ -271,4 +282,56 @@ fn fp_probe_3(signal: i32) -> Option<usize> {
         .filter(|&&ra| inside(ra))
         .count();
     Some(found + usize::from(sample.frames.len() > 2))
+}
+
+#[cfg(all(test, pollwatch_supported))]
+mod tests {
+    use super::*;
+    use crate::config::Unwind;
+    use crate::symbolize::Symbolizer;
+
+    /// The signal path on this architecture, end to end: the handler reads
+    /// pc/sp/fp (and lr on aarch64) from its `ucontext` and walks the frame
+    /// records. A signal sent to the calling thread is handled before
+    /// `tgkill` returns, so nothing here depends on timing: it holds on a
+    /// loaded machine and under emulation (CI runs it under qemu-aarch64).
+    #[test]
+    fn the_self_test_walks_the_frame_records_through_its_three_probes() {
+        sys::signal::install(libc::SIGURG).unwrap();
+        // 3 or more: what the self-test takes for an unbroken chain.
+        let seen = fp_probe_1(libc::SIGURG);
+        assert!(seen >= Some(3), "{seen:?}");
+    }
+
+    #[inline(never)]
+    fn known_outer(mode: Unwind) -> Vec<String> {
+        std::hint::black_box(known_inner(mode))
+    }
+
+    #[inline(never)]
+    fn known_inner(mode: Unwind) -> Vec<String> {
+        let sample = sampler::capture_self(libc::SIGURG).expect("a sample");
+        let mut sym = Symbolizer::with_mode(mode);
+        let raw = sym.unwind(&sample);
+        let names = sym.symbolize(&raw).into_iter().map(|f| f.function);
+        std::hint::black_box(names.collect())
+    }
+
+    /// The captured stack resolves to the functions it was taken in, with
+    /// frame records alone and with the unwind tables.
+    #[test]
+    fn a_captured_stack_names_the_functions_it_was_taken_in() {
+        sys::signal::install(libc::SIGURG).unwrap();
+        for mode in [Unwind::FramePointers, Unwind::Auto] {
+            let names = known_outer(mode);
+            let at = |f: &str| names.iter().position(|n| n.ends_with(f));
+            let (inner, outer) = (at("known_inner"), at("known_outer"));
+            assert!(
+                inner.is_some()
+                    && inner < outer
+                    && at("names_the_functions_it_was_taken_in") > outer,
+                "{mode:?}: {names:#?}"
+            );
+        }
+    }
 }

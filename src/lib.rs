@@ -90,7 +90,8 @@ mod error;
 mod guard;
 mod probe;
 mod report;
-pub mod runtime;
+// Private: each adapter has one path, its root re-export (`pollwatch::tokio`).
+mod runtime;
 #[cfg(feature = "tower")]
 pub mod tower;
 
@@ -121,8 +122,8 @@ pub use error::{Error, Result};
 pub use guard::Guard;
 pub use probe::{enter_poll, watch, PollGuard, Watched};
 pub use report::{
-    Artifacts, Budget, BudgetExceeded, Counters, DescheduledPoll, Episode, Exceeded, Frame,
-    MalformedLine, Overhead, Report, Stack, ThreadState,
+    Artifacts, Budget, BudgetExceeded, Counters, DescheduledPoll, EndedBy, Episode, Exceeded,
+    Frame, MalformedLine, Overhead, Report, Stack, ThreadState,
 };
 #[cfg(feature = "async-std")]
 pub use runtime::async_std;
@@ -139,8 +140,8 @@ pub use runtime::tokio;
 /// ```no_run
 /// let guard = pollwatch::init()?;
 /// // ... run your runtime ...
-/// let report = guard.finish()?;
-/// println!("{report}");
+/// let report = guard.finish()?; // prints one line to stderr: where the artifacts are
+/// report.assert_no_blocking();
 /// # Ok::<(), pollwatch::Error>(())
 /// ```
 pub fn init() -> Result<Guard> {

@@ -44,6 +44,7 @@ enum Command {
         #[arg(required = true, value_name = "DIR")]
         dirs: Vec<PathBuf>,
         /// Where to write [default: DIR itself for one run, else ./pollwatch-report].
+        /// Keep it outside the DIRs: a merged directory inside one is read as one more run next time.
         #[arg(short, long, value_name = "OUT")]
         out: Option<PathBuf>,
     },

@@ -356,7 +356,18 @@ fn lines_in(p: &Path) -> usize {
 /// no later event needed, and `pollwatch report` recovers them all.
 #[test]
 fn a_killed_process_leaves_fresh_artifacts_and_report_recovers_every_episode() {
-    let base = scratch("killed");
+    killed_by("KILL");
+}
+
+/// `docker stop`, systemd and Kubernetes send SIGTERM; its default action
+/// ends the process as abruptly as SIGKILL.
+#[test]
+fn a_process_stopped_by_sigterm_leaves_fresh_artifacts() {
+    killed_by("TERM");
+}
+
+fn killed_by(signal: &str) {
+    let base = scratch(&format!("killed-{signal}"));
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child_process", "--ignored", "--nocapture"])
         .env("POLLWATCH_CLI_OUT", &base)
@@ -389,9 +400,23 @@ fn a_killed_process_leaves_fresh_artifacts_and_report_recovers_every_episode() {
     let fresh = wait_for(Duration::from_secs(20), || {
         std::fs::read_to_string(&summary).is_ok_and(|s| s.contains("3 blocking episodes"))
     });
-    child.kill().unwrap(); // SIGKILL
+    if signal == "KILL" {
+        child.kill().unwrap();
+    } else {
+        // procps' kill(1): std has no way to send another signal.
+        let sent = Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .expect("kill(1) (Debian: procps)");
+        assert!(sent.success());
+    }
     let status = child.wait().unwrap();
-    assert!(!status.success());
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(if signal == "KILL" { 9 } else { 15 }),
+        "{status:?}"
+    );
     let after = fresh.unwrap_or_else(|| {
         panic!(
             "summary.txt not rewritten after the last episode:\n{}",

@@ -304,7 +304,7 @@ mod tests {
                 truncated: false,
             }],
             unwind: crate::config::Unwind::Auto,
-            ended_by: "poll_returned",
+            ended_by: crate::report::EndedBy::PollReturned,
         }
     }
 

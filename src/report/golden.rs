@@ -80,9 +80,9 @@ fn episode(
         stacks,
         unwind: crate::config::Unwind::Auto,
         ended_by: if id == 4 {
-            "still_blocked_at_stop"
+            crate::report::EndedBy::StillBlockedAtStop
         } else {
-            "poll_returned"
+            crate::report::EndedBy::PollReturned
         },
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
-use super::{Episode, Frame, Stack, ThreadState};
+use super::{EndedBy, Episode, Frame, Stack, ThreadState};
 
 /// What the writing process adds to each line beside the episode itself.
 #[derive(Clone, Debug, Default)]
@@ -56,7 +56,7 @@ pub(crate) fn episode_json(ep: &Episode, ctx: &Context<'_>) -> Value {
         "runnable_ms": ms_f64(ep.runnable),
         "stack": ep.frames().iter().map(frame_json).collect::<Vec<_>>(),
         "top_user_frame": ep.top_user_frame().map(frame_json),
-        "ended_by": ep.ended_by,
+        "ended_by": ep.ended_by.as_str(),
         "unwind": ep.unwind.name(),
         "cwd": ctx.cwd,
         "stacks": ep.stacks.iter().map(|s| json!({
@@ -116,12 +116,10 @@ pub(crate) fn parse_line(line: &str) -> Result<Parsed, String> {
         off_cpu: dur(o, "off_cpu_ms").unwrap_or_default(),
         runnable: dur(o, "runnable_ms").unwrap_or_default(),
         stacks,
-        ended_by: match o.get("ended_by").and_then(Value::as_str) {
-            Some("poll_returned") | None => "poll_returned",
-            Some("thread_exited") => "thread_exited",
-            Some("still_blocked_at_stop") => "still_blocked_at_stop",
-            Some(_) => "unknown",
-        },
+        ended_by: o
+            .get("ended_by")
+            .and_then(Value::as_str)
+            .map_or(EndedBy::PollReturned, EndedBy::parse),
         // Written before the field existed: frame pointers were the only way.
         unwind: match o.get("unwind").and_then(Value::as_str) {
             Some(name) => crate::config::Unwind::from_name(name).unwrap_or_default(),

@@ -224,10 +224,74 @@ pub struct Episode {
     pub(crate) runnable: Duration,
     pub(crate) stacks: Vec<Stack>,
     pub(crate) unwind: crate::config::Unwind,
-    pub(crate) ended_by: &'static str,
+    pub(crate) ended_by: EndedBy,
+}
+
+/// How an [`Episode`] ended: `ended_by` in `episodes.jsonl`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EndedBy {
+    /// The poll returned: the usual end (`"poll_returned"`).
+    PollReturned,
+    /// The thread exited while inside the poll (`"thread_exited"`).
+    ThreadExited,
+    /// pollwatch stopped while the poll was still running
+    /// (`"still_blocked_at_stop"`): the duration is a lower bound.
+    StillBlockedAtStop,
+    /// Read back from an `episodes.jsonl` whose `ended_by` this version does
+    /// not know (written by a later pollwatch); never produced by a run.
+    Unknown,
+}
+
+impl EndedBy {
+    /// The string `episodes.jsonl` uses, e.g. `"poll_returned"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndedBy::PollReturned => "poll_returned",
+            EndedBy::ThreadExited => "thread_exited",
+            EndedBy::StillBlockedAtStop => "still_blocked_at_stop",
+            EndedBy::Unknown => "unknown",
+        }
+    }
+
+    /// The reason for a string of `episodes.jsonl` ([`Unknown`](EndedBy::Unknown)
+    /// for any other).
+    pub(crate) fn parse(s: &str) -> EndedBy {
+        [
+            EndedBy::PollReturned,
+            EndedBy::ThreadExited,
+            EndedBy::StillBlockedAtStop,
+        ]
+        .into_iter()
+        .find(|e| e.as_str() == s)
+        .unwrap_or(EndedBy::Unknown)
+    }
+}
+
+impl fmt::Display for EndedBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Episode {
+    /// The episode's number in this run, from 1 in the order episodes started
+    /// (`id` in `episodes.jsonl`, where the same number names it).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Sample requests that got no stack: the thread did not answer in time
+    /// or had exited (`missed_samples` in `episodes.jsonl`).
+    pub fn missed_samples(&self) -> u32 {
+        self.missed
+    }
+
+    /// How the episode ended (`ended_by` in `episodes.jsonl`).
+    pub fn ended_by(&self) -> EndedBy {
+        self.ended_by
+    }
+
     /// How long the poll held the thread (within a tick of the watchdog).
     pub fn duration(&self) -> Duration {
         self.duration
@@ -512,9 +576,17 @@ pub struct Report {
 }
 
 impl Report {
-    /// The episodes, in the order they ended.
+    /// The episodes, in the order they ended. Only the first ones are kept
+    /// in memory on a run with very many; [`total_episodes`](Report::total_episodes)
+    /// counts them all, and `episodes.jsonl` has them all.
     pub fn episodes(&self) -> &[Episode] {
         &self.episodes
+    }
+
+    /// How many episodes the run had, including those not kept in
+    /// [`episodes`](Report::episodes).
+    pub fn total_episodes(&self) -> u64 {
+        self.total_episodes
     }
 
     /// Episodes that blocked in a function whose name contains `name`.
@@ -565,7 +637,7 @@ impl Report {
     }
 
     /// `episodes.jsonl` in the output directory.
-    pub fn events_path(&self) -> Option<PathBuf> {
+    pub fn episodes_path(&self) -> Option<PathBuf> {
         self.dir.as_ref().map(|d| d.join(files::JSONL))
     }
 
@@ -573,6 +645,12 @@ impl Report {
     /// profile, for `go tool pprof`, Grafana Pyroscope or Parca.
     pub fn profile_path(&self) -> Option<PathBuf> {
         self.dir.as_ref().map(|d| d.join(files::PPROF))
+    }
+
+    /// `episodes.jsonl` in the output directory.
+    #[deprecated(since = "0.1.0", note = "renamed to `episodes_path`, after the file")]
+    pub fn events_path(&self) -> Option<PathBuf> {
+        self.episodes_path()
     }
 
     /// `summary.txt` in the output directory.
@@ -626,6 +704,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ended_by_strings_round_trip() {
+        for e in [
+            EndedBy::PollReturned,
+            EndedBy::ThreadExited,
+            EndedBy::StillBlockedAtStop,
+        ] {
+            assert_eq!(EndedBy::parse(e.as_str()), e);
+            assert_eq!(e.to_string(), e.as_str());
+        }
+        assert_eq!(EndedBy::parse("eaten_by_a_grue"), EndedBy::Unknown);
+        assert_eq!(
+            EndedBy::StillBlockedAtStop.as_str(),
+            "still_blocked_at_stop"
+        );
+    }
+
+    #[test]
     fn heap_bytes_grow_with_stacks() {
         let frame = Frame {
             function: "app::handler".repeat(10),
@@ -660,7 +755,7 @@ mod tests {
             runnable: Duration::ZERO,
             stacks: Vec::new(),
             unwind: crate::config::Unwind::Auto,
-            ended_by: "poll_returned",
+            ended_by: EndedBy::PollReturned,
         };
         let empty = ep.heap_bytes();
         ep.stacks = vec![stack; 3];

@@ -11,7 +11,7 @@ use super::files::Writer;
 use super::flush::Pending;
 use super::stacks::Stacks;
 use super::view;
-use super::{syscalls, Episode, Frame, Report, Stack, ThreadState};
+use super::{syscalls, EndedBy, Episode, Frame, Report, Stack, ThreadState};
 use crate::episode::{Descheduled, EndReason, Event, StackOf, Started, Tag, WatchdogStats};
 use crate::symbolize::{RawFrame, Symbolizer};
 
@@ -426,9 +426,9 @@ impl Stage {
             stacks,
             unwind: self.cfg.unwind,
             ended_by: match reason {
-                EndReason::PollReturned => "poll_returned",
-                EndReason::ThreadExited => "thread_exited",
-                EndReason::Stopped => "still_blocked_at_stop",
+                EndReason::PollReturned => EndedBy::PollReturned,
+                EndReason::ThreadExited => EndedBy::ThreadExited,
+                EndReason::Stopped => EndedBy::StillBlockedAtStop,
             },
         };
         if !o.announced {

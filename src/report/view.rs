@@ -204,6 +204,8 @@ pub(crate) fn is_library(f: &Frame) -> bool {
     match f.file.as_deref() {
         Some(file) => {
             file.starts_with("/rustc/")
+                // std's own dependencies (hashbrown) are remapped there.
+                || file.starts_with("/rust/deps/")
                 || file.contains("/.cargo/registry/")
                 || file.contains("/.cargo/git/")
                 || file.contains("/rustlib/src/")
@@ -438,5 +440,24 @@ mod tests {
         assert!(!runtime_lock_wait(&[f(
             "tokio::runtime::time::wheel::Wheel::poll"
         )]));
+    }
+
+    #[test]
+    fn std_s_own_dependencies_are_library_code() {
+        // hashbrown inside std::collections::HashMap, as std's debug info names it.
+        let at = |file: &str| {
+            Frame {
+            file: Some(file.into()),
+            ..f("<hashbrown::map::HashMap<K,V,S,A> as core::iter::traits::collect::Extend<(K,V)>>::extend")
+        }
+        };
+        let stack = [
+            at("/rust/deps/hashbrown-0.16.1/src/map.rs"),
+            Frame {
+                file: Some("/home/me/app/src/config.rs".into()),
+                ..f("app::load_config")
+            },
+        ];
+        assert_eq!(top_user_frame(&stack).unwrap().function, "app::load_config");
     }
 }

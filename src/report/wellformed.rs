@@ -86,7 +86,7 @@ fn episode() -> impl Strategy<Value = Episode> {
                 off_cpu: Duration::ZERO,
                 runnable: Duration::ZERO,
                 stacks,
-                ended_by: "poll_returned",
+                ended_by: crate::report::EndedBy::PollReturned,
                 unwind: crate::config::Unwind::Auto,
             },
         )

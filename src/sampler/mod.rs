@@ -479,20 +479,23 @@ impl Drop for Pending {
 
 /// Disarms `buf`, or collects the sample a handler finished meanwhile.
 fn release(buf: &'static SampleBuf) -> Option<RawSample> {
-    match buf
-        .state
-        .compare_exchange(ARMED, IDLE, Ordering::AcqRel, Ordering::Acquire)
-    {
-        Ok(_) => {
-            buf.tid.store(0, Ordering::Relaxed);
-            None
-        }
-        Err(_) => {
-            // The handler is writing right now; it is bounded, so wait it out.
-            while buf.state.load(Ordering::Acquire) != READY {
-                std::hint::spin_loop();
+    loop {
+        match buf.state.load(Ordering::Acquire) {
+            ARMED => {
+                if buf
+                    .state
+                    .compare_exchange(ARMED, IDLE, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    buf.tid.store(0, Ordering::Relaxed);
+                    return None;
+                }
             }
-            Some(buf.take())
+            // A handler is writing (bounded work), or a stale one that won
+            // the claim is handing the request back as ARMED: wait it out.
+            WRITING => std::hint::spin_loop(),
+            READY => return Some(buf.take()),
+            _ => return None,
         }
     }
 }

@@ -61,8 +61,8 @@ impl Module {
     }
 }
 
-/// Snapshot of every loaded object, plus the loader's add counter so callers
-/// can tell when a `dlopen` made the snapshot stale.
+/// Snapshot of every loaded object, plus the loader's load + unload count so callers
+/// can tell when a `dlopen` or `dlclose` made the snapshot stale.
 pub(crate) fn loaded_modules() -> (Vec<Module>, u64) {
     struct Acc {
         modules: Vec<Module>,
@@ -80,7 +80,7 @@ pub(crate) fn loaded_modules() -> (Vec<Module>, u64) {
         let acc = unsafe { &mut *(data as *mut Acc) };
         // SAFETY: the loader passes a valid info pointer for the duration of the callback.
         let info = unsafe { &*info };
-        acc.adds = info.dlpi_adds;
+        acc.adds = info.dlpi_adds.wrapping_add(info.dlpi_subs);
         let raw_name = if info.dlpi_name.is_null() {
             String::new()
         } else {
@@ -178,7 +178,7 @@ pub(crate) fn loaded_modules() -> (Vec<Module>, u64) {
     (acc.modules, acc.adds)
 }
 
-/// The loader's current add counter, cheap enough to poll before each batch.
+/// The loader's load + unload count, cheap enough to poll before each batch.
 pub(crate) fn adds_counter() -> u64 {
     extern "C" fn callback(
         info: *mut libc::dl_phdr_info,
@@ -186,7 +186,7 @@ pub(crate) fn adds_counter() -> u64 {
         data: *mut libc::c_void,
     ) -> libc::c_int {
         // SAFETY: `data` is the `&mut u64` passed below; `info` is valid for the callback.
-        unsafe { *(data as *mut u64) = (*info).dlpi_adds };
+        unsafe { *(data as *mut u64) = (*info).dlpi_adds.wrapping_add((*info).dlpi_subs) };
         1 // stop after the first object: the counters are global
     }
     let mut adds = 0u64;

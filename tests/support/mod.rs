@@ -84,7 +84,8 @@ pub fn cpu_spin(cpu: Duration) -> Duration {
     t.elapsed()
 }
 
-fn thread_cpu_time() -> Duration {
+/// This thread's CPU time so far.
+pub fn thread_cpu_time() -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
