@@ -163,7 +163,9 @@ fn expand(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    // Not a glob: this crate's own `test` attribute would shadow the built-in one.
+    use super::{expand, parse_args, Args};
+    use quote::quote;
 
     fn args(s: &str) -> syn::Result<Args> {
         parse_args(s.parse().unwrap())
