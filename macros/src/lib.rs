@@ -81,12 +81,14 @@ fn parse_args(args: proc_macro2::TokenStream) -> syn::Result<Args> {
                     format!("wrong kind of value for {name}"),
                 ))
             }
-            _ => return Err(syn::Error::new(
-                nv.path.span(),
-                format!(
+            _ => {
+                return Err(syn::Error::new(
+                    nv.path.span(),
+                    format!(
                     "unknown argument `{name}`: expected flavor, worker_threads or threshold_ms"
                 ),
-            )),
+                ))
+            }
         }
     }
     if out.worker_threads.is_some() && !out.multi_thread {
