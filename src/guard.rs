@@ -113,7 +113,13 @@ impl Drop for Guard {
 }
 
 pub(crate) fn start(cfg: Config) -> Result<Guard> {
-    let cfg = cfg.with_env_overrides()?;
+    start_resolved(cfg.with_env_overrides()?)
+}
+
+/// [`start`] with the environment's overrides already applied (the
+/// `#[pollwatch::test]` runner places each test's artifacts under the
+/// overridden directory itself).
+pub(crate) fn start_resolved(cfg: Config) -> Result<Guard> {
     // Checked before the kill switch, so that a bad value is an error whether
     // or not pollwatch is on: a configuration accepted in one run is accepted
     // in all.

@@ -91,6 +91,10 @@ mod guard;
 mod probe;
 mod report;
 // Private: each adapter has one path, its root re-export (`pollwatch::tokio`).
+#[cfg(feature = "macros")]
+#[doc(hidden)]
+#[path = "testing.rs"]
+pub mod __private;
 mod runtime;
 #[cfg(feature = "tower")]
 pub mod tower;
@@ -131,6 +135,57 @@ pub use runtime::async_std;
 pub use runtime::smol;
 #[cfg(feature = "tokio")]
 pub use runtime::tokio;
+
+/// A tokio test that fails if anything in it blocks: `#[tokio::test]` with
+/// pollwatch watching (feature `macros`).
+///
+/// ```no_run
+/// use std::time::Duration;
+///
+/// #[pollwatch::test]
+/// async fn lookups_never_block() {
+///     tokio::time::sleep(Duration::from_millis(5)).await; // fine: awaits
+/// }
+///
+/// #[pollwatch::test(flavor = "multi_thread", worker_threads = 2, threshold_ms = 50)]
+/// #[should_panic(expected = "read_config")]
+/// async fn a_sync_read_fails_the_test() {
+///     tokio::spawn(pollwatch::watch(async { read_config() })).await.unwrap();
+/// }
+///
+/// fn read_config() {
+///     std::thread::sleep(Duration::from_millis(200)); // stands in for std::fs
+/// }
+/// ```
+///
+/// Each test gets its own pollwatch guard and an instrumented tokio runtime
+/// (`flavor = "current_thread"`, the default, or `"multi_thread"` with
+/// optional `worker_threads`). The test's body runs watched; after it, the
+/// runtime is dropped, the guard finishes and the test panics with the
+/// summary, naming each blocking call site with file:line, if any poll took
+/// longer than the threshold ([`Report::assert_no_blocking`]). Artifacts go
+/// to `<dir>/tests/<module>-<test>/<exe>-<pid>/`, `<dir>` being
+/// `POLLWATCH_DIR` or `target/pollwatch`.
+///
+/// - **Threshold:** `threshold_ms = N` (fractions allowed); without it,
+///   `POLLWATCH_THRESHOLD_MS` or the 20 ms default.
+/// - **Spawned tasks** are watched only when wrapped,
+///   `tokio::spawn(pollwatch::watch(fut))`, unless the tests are built with
+///   `--cfg tokio_unstable`, where every task of the runtime is.
+/// - **Other attributes** (`#[should_panic]`, `#[ignore]`, doc comments)
+///   pass through. A test may return a `Result`, as with `#[tokio::test]`.
+/// - **Parallel tests take turns.** pollwatch watches a process with one
+///   guard (one sampling signal, one registry of threads), and a report
+///   cannot tell one test's episodes from another's running at the same
+///   time, so `#[pollwatch::test]`s in one binary run one after another,
+///   each holding a process-wide lock for its run; the binary's other tests
+///   still run in parallel. A plain test that starts its own guard while a
+///   `#[pollwatch::test]` runs gets [`Error::AlreadyRunning`], and one that
+///   blocks inside a `watch`ed future while a `#[pollwatch::test]` runs is
+///   counted against that test.
+/// - `POLLWATCH=0` turns the check off: the tests run unwatched and pass.
+#[cfg(feature = "macros")]
+pub use pollwatch_macros::test;
 
 /// Starts pollwatch configured from `POLLWATCH_*` environment variables.
 ///

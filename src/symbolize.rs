@@ -224,25 +224,39 @@ impl Symbolizer {
         fp: u64,
     ) -> Vec<RawFrame> {
         let read = |a: u64| copied_word(raw, a);
-        let start = crate::sampler::unwind::start_fp(sp, fp, &read);
-        let mut found = Vec::new();
-        crate::sampler::unwind::walk(start, &read, &mut |ra| {
-            found.push(ra);
-            found.len() < crate::sampler::MAX_FRAMES
-        });
-        for ra in found {
-            if self.module_of(ra).is_none() {
+        // The records inside the copy, from the last good frame's.
+        let mut record = crate::sampler::unwind::start_fp(sp, fp, &read);
+        while out.len() < crate::sampler::MAX_FRAMES && record % 8 == 0 {
+            let (Some(next), Some(ra)) = (read(record), read(record.wrapping_add(8))) else {
+                break;
+            };
+            if ra == 0 || self.module_of(ra).is_none() {
                 break;
             }
             out.push(RawFrame::Return(ra));
+            if next <= record {
+                return out;
+            }
+            record = next;
         }
-        let last = out.last().map(|f| f.address());
-        if let Some(i) = last.and_then(|l| raw.frames.iter().position(|&f| f == l)) {
-            for &ra in &raw.frames[i + 1..] {
-                if self.module_of(ra).is_none() {
-                    break;
+        // Past the copy, the handler's own walk of the live chain goes on.
+        // Join it where its records reach `record`, the first one this walk
+        // could not read (by address: in a recursion the return addresses
+        // repeat, the record addresses do not).
+        let mut at = raw.chain;
+        for (j, _) in raw.frames.iter().enumerate() {
+            if at == record {
+                for &ra in &raw.frames[j..] {
+                    if out.len() >= crate::sampler::MAX_FRAMES || self.module_of(ra).is_none() {
+                        break;
+                    }
+                    out.push(RawFrame::Return(ra));
                 }
-                out.push(RawFrame::Return(ra));
+                break;
+            }
+            match copied_word(raw, at) {
+                Some(next) if next > at => at = next,
+                _ => break,
             }
         }
         out

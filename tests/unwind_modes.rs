@@ -145,6 +145,59 @@ fn an_allocating_loop_keeps_the_user_function_in_its_stacks() {
     );
 }
 
+const CHILD: &str = "POLLWATCH_TEST_SELFTEST_CHILD";
+
+/// Runs in the child process only: starts and stops pollwatch in the mode
+/// the parent names.
+#[test]
+fn child_process_for_the_self_test() {
+    let Some(mode) = std::env::var_os(CHILD) else {
+        return;
+    };
+    let mode = match mode.to_str() {
+        Some("fp") => Unwind::FramePointers,
+        _ => Unwind::Auto,
+    };
+    let guard = config("selftest_child").unwind(mode).start().unwrap();
+    guard.finish().unwrap();
+}
+
+/// The start-up self-test's stderr in a child running `mode`.
+fn self_test_lines(mode: &str) -> Vec<String> {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_process_for_the_self_test",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, mode)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with("pollwatch: warning"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// This binary has debug info and unwind tables: in `auto` mode the self-test
+/// says nothing, with frame pointers or without. In `fp` mode it warns
+/// exactly when the build has no frame pointers, naming the flag.
+#[test]
+fn the_self_test_names_only_what_is_missing() {
+    let _s = serial();
+    assert_eq!(self_test_lines("auto"), Vec::<String>::new());
+    let fp = self_test_lines("fp");
+    if cfg!(pollwatch_test_frame_pointers) {
+        assert_eq!(fp, Vec::<String>::new());
+    } else {
+        assert_eq!(fp.len(), 1, "{fp:?}");
+        assert!(fp[0].contains("force-frame-pointers=yes"), "{fp:?}");
+    }
+}
+
 #[test]
 fn a_bad_copy_size_is_refused_at_start() {
     let _s = serial();

@@ -537,6 +537,7 @@ pub(crate) fn capture_self(sig: i32) -> Result<RawSample, Missed> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Unwind;
     use crate::symbolize::Symbolizer;
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
@@ -604,6 +605,116 @@ mod tests {
         stop.store(true, Ordering::Relaxed);
         h.join().unwrap();
         (total, found)
+    }
+
+    /// Recursion with 512-byte frames, measuring at the bottom.
+    #[inline(never)]
+    fn deep_then(n: u32, f: &mut dyn FnMut()) {
+        let pad = [u64::from(n); 64];
+        std::hint::black_box(&pad);
+        if n == 0 {
+            f();
+        } else {
+            deep_then(n - 1, f);
+        }
+        std::hint::black_box(&pad);
+    }
+
+    fn median(mut v: Vec<Duration>) -> Duration {
+        v.sort();
+        v[v.len() / 2]
+    }
+
+    fn rss_anon_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("RssAnon:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// A recursion deeper than the copy: `auto` carries on past the copy
+    /// along the handler's chain, joined by record address, so no level is
+    /// counted twice (return addresses repeat in a recursion) and, where the
+    /// chain is whole (a frame-pointer build), none is lost.
+    #[test]
+    fn a_recursion_deeper_than_the_copy_keeps_each_level_once() {
+        crate::sys::signal::install(libc::SIGURG).unwrap();
+        let mut raw = None;
+        deep_then(127, &mut || raw = capture_self(libc::SIGURG).ok());
+        let mut raw = raw.unwrap();
+        raw.copy.truncate(4096 / 8);
+        raw.truncated = true;
+        let levels = |mode| {
+            let mut sym = Symbolizer::with_mode(mode);
+            let frames = sym.unwind(&raw);
+            sym.symbolize(&frames)
+                .iter()
+                .filter(|f| f.function.ends_with("deep_then"))
+                .count()
+        };
+        let (auto, fp) = (levels(Unwind::Auto), levels(Unwind::FramePointers));
+        assert!(auto <= 128, "{auto} levels of 128: some counted twice");
+        if fp == 128 {
+            assert_eq!(auto, 128, "the chain is whole, yet auto lost levels");
+        }
+    }
+
+    /// The README's figures for the stack copy and the unwinders, measured
+    /// on the calling thread (a self-capture runs the handler inside
+    /// `tgkill`, so no scheduling enters the timing):
+    /// `cargo test --release --lib -- --ignored copy_and_unwind_costs --nocapture`.
+    #[test]
+    #[ignore = "a measurement: run in release, see the README"]
+    fn copy_and_unwind_costs() {
+        crate::sys::signal::install(libc::SIGURG).unwrap();
+        let mut raw = None;
+        deep_then(127, &mut || {
+            let runs = 2000;
+            for kib in [1usize, 4, 16, 32, 64] {
+                prepare(kib * 1024);
+                let mut t = Vec::with_capacity(runs);
+                for _ in 0..runs {
+                    let began = Instant::now();
+                    let s = capture_self(libc::SIGURG).unwrap();
+                    t.push(began.elapsed());
+                    std::hint::black_box(&s);
+                }
+                println!(
+                    "MEASURE capture_self (tgkill + handler + copy-out), {kib} KiB copy: median {:?}",
+                    median(t)
+                );
+            }
+            prepare(32 * 1024);
+            raw = capture_self(libc::SIGURG).ok();
+        });
+        let raw = raw.unwrap();
+        for mode in [Unwind::Auto, Unwind::Dwarf, Unwind::FramePointers] {
+            let before = rss_anon_kib();
+            let mut sym = Symbolizer::with_mode(mode);
+            let first = Instant::now();
+            let frames = sym.unwind(&raw);
+            let first = first.elapsed();
+            let after = rss_anon_kib();
+            let mut t = Vec::new();
+            for _ in 0..1000 {
+                let began = Instant::now();
+                std::hint::black_box(sym.unwind(&raw));
+                t.push(began.elapsed());
+            }
+            println!(
+                "MEASURE unwind {mode}: {} frames, median {:?} per sample, first {:?} \
+                 (reads the tables), RssAnon +{} KiB",
+                frames.len(),
+                median(t),
+                first,
+                after.saturating_sub(before)
+            );
+            assert!(frames.len() > 20, "{mode}: {} frames", frames.len());
+        }
     }
 
     /// A thread CPU clock read falls back from the vDSO (which keeps a frame
