@@ -1018,6 +1018,66 @@ fn level_of(elapsed: Duration, threshold: Duration) -> u8 {
 mod tests {
     use super::*;
 
+    #[inline(never)]
+    fn blocked_in_a_pipe_read(fd: std::os::fd::OwnedFd) {
+        use std::io::Read;
+        let mut f = std::fs::File::from(fd);
+        let mut buf = [0u8; 8];
+        let _ = std::hint::black_box(f.read(&mut buf));
+    }
+
+    /// A thread blocked in `read(2)` is read from outside, without a
+    /// signal, every time with its whole stack up to the caller.
+    #[test]
+    fn a_blocked_thread_is_read_without_a_signal_with_its_callers() {
+        let (r, w) = std::io::pipe().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            tx.send((
+                crate::sys::signal::gettid(),
+                crate::sys::thread::stack_range().unwrap(),
+            ))
+            .unwrap();
+            blocked_in_a_pipe_read(r.into());
+        });
+        let (tid, range) = rx.recv().unwrap();
+        let files = ThreadFiles::open(tid);
+        let mut sym = crate::symbolize::Symbolizer::new();
+        let (mut read, mut named) = (0, 0);
+        let until = Instant::now() + Duration::from_secs(5);
+        while read < 50 && Instant::now() < until {
+            let mut line = [0u8; SYSCALL_LINE];
+            let Some(n) = files.syscall_line(&mut line) else {
+                continue;
+            };
+            let Some(Syscall::Blocked { sp, pc, .. }) = procfs::parse_syscall(&line[..n]) else {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            };
+            let Some(raw) = read_blocked(&files, range, 0, sp, pc, &line[..n]) else {
+                continue;
+            };
+            read += 1;
+            let unwound = sym.unwind(&raw);
+            let frames = sym.symbolize(&unwound);
+            if frames
+                .iter()
+                .any(|f| f.function.contains("blocked_in_a_pipe_read"))
+            {
+                named += 1;
+            } else {
+                eprintln!(
+                    "{:#?}",
+                    frames.iter().map(|f| &f.function).collect::<Vec<_>>()
+                );
+            }
+        }
+        drop(w);
+        t.join().unwrap();
+        assert_eq!(read, 50, "{read} reads");
+        assert_eq!(named, read, "caller named in {named} of {read} reads");
+    }
+
     #[test]
     fn levels() {
         let t = Duration::from_millis(20);
