@@ -203,7 +203,8 @@ pub fn init() -> Result<Guard> {
     Config::from_env()?.start()
 }
 
-// The README's Rust examples compile as doc tests.
-#[cfg(doctest)]
+// The README's Rust examples compile as doc tests (with the features its
+// `#[pollwatch::test]` and tower examples use, as `--all-features` has).
+#[cfg(all(doctest, feature = "macros", feature = "tower"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
