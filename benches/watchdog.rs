@@ -286,6 +286,65 @@ fn per_sample() {
     }
 }
 
+/// Sleeps 2 ms at the bottom of a recursion `n` deep (alternating depths,
+/// so that each sleep's stack pointer differs and is read again).
+#[inline(never)]
+fn deep_sleep(n: u32) -> u32 {
+    if n == 0 {
+        std::thread::sleep(Duration::from_millis(2));
+        return 1;
+    }
+    black_box(deep_sleep(black_box(n - 1))) + 1
+}
+
+/// The signal-free path: a thread blocked in the kernel, its stack copied
+/// from outside, beside the signal path's capture time.
+fn stack_reads() {
+    let block = Duration::from_secs_f64((2.0 * common::scale()).max(0.5));
+    let guard = pollwatch::Config::default()
+        .output_dir(common::out_dir("stack_reads"))
+        .live(false)
+        .start()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    std::thread::spawn(move || {
+        let _in_poll = pollwatch::enter_poll();
+        let until = Instant::now() + block;
+        let mut i = 0;
+        while Instant::now() < until {
+            black_box(deep_sleep(59 + i % 2));
+            i += 1;
+        }
+    })
+    .join()
+    .unwrap();
+    let report = guard.finish().unwrap();
+    let o = report.overhead();
+    println!(
+        "stack reads: a thread asleep at the bottom of a 60-deep recursion for {block:?}: {} reads, median {:?}, p99 {:?}",
+        o.stacks_read,
+        o.read_p50.unwrap_or_default(),
+        o.read_p99.unwrap_or_default()
+    );
+    row(
+        &format!(
+            "per sample: stack read without a signal (thread blocked in the kernel), median of {}",
+            o.stacks_read
+        ),
+        &us(o.read_p50.unwrap_or_default()),
+        "—",
+        "—",
+        "—",
+    );
+    row(
+        "per sample: stack read without a signal, p99",
+        &us(o.read_p99.unwrap_or_default()),
+        "—",
+        "—",
+        "—",
+    );
+}
+
 fn detection() {
     let n = common::scaled(40, 10);
     let threshold = pollwatch::Config::DEFAULT_THRESHOLD;
@@ -373,6 +432,9 @@ fn main() {
     let want = |s: &str| all || which.as_deref() == Some(s);
     if want("per_sample") {
         per_sample();
+    }
+    if want("stack_reads") {
+        stack_reads();
     }
     if want("detection") {
         detection();

@@ -120,4 +120,6 @@ pub(crate) struct WatchdogStats {
     pub(crate) dropped: u64,
     /// Signal sent to stack in hand, for every answered sample.
     pub(crate) capture_latency: crate::sampler::latency::Histogram,
+    /// Time of each stack read without a signal.
+    pub(crate) read_latency: crate::sampler::latency::Histogram,
 }

@@ -539,6 +539,13 @@ pub struct Overhead {
     pub capture_p99: Option<Duration>,
     /// Slowest capture.
     pub capture_max: Option<Duration>,
+    /// Stacks of threads blocked in the kernel, copied without a signal
+    /// (`/proc/.../syscall`, `process_vm_readv`, the line read again).
+    pub stacks_read: u64,
+    /// Median time of one such read.
+    pub read_p50: Option<Duration>,
+    /// 99th percentile of the same.
+    pub read_p99: Option<Duration>,
     /// Time the report thread spent turning samples into symbolized stacks:
     /// loading debug info at start, leaf repair, lookups (each distinct
     /// address once).

@@ -507,6 +507,9 @@ impl Stage {
             capture_p50: lat.quantile(0.5),
             capture_p99: lat.quantile(0.99),
             capture_max: lat.max(),
+            stacks_read: self.watchdog.read_latency.count(),
+            read_p50: self.watchdog.read_latency.quantile(0.5),
+            read_p99: self.watchdog.read_latency.quantile(0.99),
             symbolize_time: self.symbolize_time,
             write_time: self.write_time,
         };

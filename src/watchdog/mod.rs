@@ -699,9 +699,13 @@ impl Watchdog {
         match how {
             How::Same | How::Nothing => out.push((StackOf::Same, tag, own)),
             How::Read { sp, pc } => {
+                let began = Instant::now();
                 let raw = stack.and_then(|range| {
                     read_blocked(files, range, epoch, sp, pc, &line[..line_len.unwrap_or(0)])
                 });
+                if raw.is_some() {
+                    self.stats.read_latency.record(began.elapsed());
+                }
                 match raw {
                     Some(raw) => {
                         live.read_at = line_len.map(|n| (line, n));
