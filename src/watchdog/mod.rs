@@ -330,8 +330,8 @@ impl Watchdog {
         if !can_read {
             eprintln!(
                 "pollwatch: process_vm_readv is refused here (a seccomp profile?): threads blocked \
-                 in the kernel are sampled with a signal, which may interrupt their sleep (EINTR)"
-            );
+                 in the kernel are not sampled (their time goes to their last stack; they are never \
+                 signalled, so their sleeps are not interrupted)");
         }
         Watchdog {
             settings,
