@@ -49,6 +49,7 @@ use crate::error::{Error, Result};
 /// |---|---|---|
 /// | [`threshold`](Config::threshold) | `POLLWATCH_THRESHOLD_MS` | 100 µs ..= 1 h |
 /// | [`sample_interval`](Config::sample_interval) | `POLLWATCH_INTERVAL_MS` | 100 µs ..= the threshold |
+/// | [`stack_copy_bytes`](Config::stack_copy_bytes) | `POLLWATCH_STACK_COPY_KIB` | 1 KiB ..= 1 MiB ([`Error::SizeOutOfRange`]) |
 ///
 /// Below 100 µs a sample (signal, handler, copy, wake-up) would cost the
 /// stuck thread more than it observes; a poll stuck for over an hour is not
@@ -234,12 +235,14 @@ impl Config {
                 }
             };
         }
-        if let Some(v) = lookup("POLLWATCH_STACK_COPY_KIB") {
+        if let Some(v) = lookup(STACK_COPY_ENV) {
+            // Only the syntax here; the range is validate()'s, as for the
+            // builder (a huge value saturates and is refused there).
             match v.trim().parse::<usize>() {
-                Ok(k @ 1..=1024) => self.stack_copy = k * 1024,
-                _ => {
+                Ok(k) => self.stack_copy = k.saturating_mul(1024),
+                Err(_) => {
                     return Err(Error::Env {
-                        var: "POLLWATCH_STACK_COPY_KIB",
+                        var: STACK_COPY_ENV,
                         value: v,
                         expected: "a whole number of KiB from 1 to 1024",
                     })
@@ -333,11 +336,14 @@ impl Config {
         for rule in &DURATIONS {
             rule.check(self)?;
         }
-        if !(1024..=1024 * 1024).contains(&self.stack_copy) {
-            return Err(Error::Config(format!(
-                "stack copy of {} bytes is outside 1 KiB to 1 MiB",
-                self.stack_copy
-            )));
+        if !STACK_COPY.contains(&self.stack_copy) {
+            return Err(Error::SizeOutOfRange {
+                setting: "stack_copy_bytes",
+                env: STACK_COPY_ENV,
+                value: self.stack_copy,
+                min: *STACK_COPY.start(),
+                max: *STACK_COPY.end(),
+            });
         }
         parse_signal(&self.signal).ok_or_else(|| Error::UnknownSignal {
             name: self.signal.clone(),
@@ -377,6 +383,12 @@ impl DurationRule {
         })
     }
 }
+
+/// Stack bytes a sample may copy: at least the top frames' worth, at most
+/// what is sensible to preallocate (and copy in a signal handler) per sample.
+pub(crate) const STACK_COPY: std::ops::RangeInclusive<usize> = 1024..=1024 * 1024;
+/// Its variable, in KiB.
+const STACK_COPY_ENV: &str = "POLLWATCH_STACK_COPY_KIB";
 
 /// The largest threshold: a poll stuck for an hour is not "blocking" any
 /// more, and with this cap every deadline pollwatch computes (`now +
@@ -593,14 +605,53 @@ mod tests {
             ("POLLWATCH_SIGNAL", "SIGRTMIN+999"),
             ("POLLWATCH_DIR", " "),
             ("POLLWATCH_UNWIND", "libunwind"),
-            ("POLLWATCH_STACK_COPY_KIB", "0"),
-            ("POLLWATCH_STACK_COPY_KIB", "4096"),
+            ("POLLWATCH_STACK_COPY_KIB", "-1"),
+            ("POLLWATCH_STACK_COPY_KIB", "32k"),
         ] {
             let pairs: &'static [(&'static str, &'static str)] = Box::leak(Box::new([(var, val)]));
             let err = Config::default().apply_env(env(pairs)).unwrap_err();
             let msg = err.to_string();
             assert!(msg.contains(var) && msg.contains(val.trim()), "{msg}");
         }
+    }
+
+    #[test]
+    fn stack_copy_bounds_are_the_same_from_env_and_code() {
+        for (kib, ok) in [
+            ("0", false),
+            ("1", true),
+            ("1024", true),
+            ("1025", false),
+            ("4096", false),
+            ("18446744073709551615", false),
+        ] {
+            let pairs: &'static [(&'static str, &'static str)] =
+                Box::leak(Box::new([("POLLWATCH_STACK_COPY_KIB", kib)]));
+            let from_env = Config::default().apply_env(env(pairs)).unwrap();
+            let bytes = kib.parse::<usize>().unwrap().saturating_mul(1024);
+            let from_code = Config::default().stack_copy_bytes(bytes);
+            for c in [&from_env, &from_code] {
+                match c.validate() {
+                    Ok(_) => assert!(ok, "{kib} KiB accepted"),
+                    Err(Error::SizeOutOfRange {
+                        value, min, max, ..
+                    }) => {
+                        assert!(!ok, "{kib} KiB refused");
+                        assert_eq!((value, min, max), (bytes, 1024, 1024 * 1024));
+                    }
+                    Err(e) => panic!("{kib}: {e:?}"),
+                }
+            }
+        }
+        let err = Config::default()
+            .stack_copy_bytes(512)
+            .validate()
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("stack_copy_bytes") && msg.contains("POLLWATCH_STACK_COPY_KIB"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -85,6 +85,20 @@ pub enum Error {
     },
     /// Another [`Guard`](crate::Guard) is still running in this process.
     AlreadyRunning,
+    /// A size setting is outside its documented range (see
+    /// [`Config`](crate::Config#bounds)), from the builder or the environment.
+    SizeOutOfRange {
+        /// The builder method, e.g. `stack_copy_bytes`.
+        setting: &'static str,
+        /// The matching environment variable, e.g. `POLLWATCH_STACK_COPY_KIB`.
+        env: &'static str,
+        /// The refused value, in bytes.
+        value: usize,
+        /// The smallest allowed value, in bytes.
+        min: usize,
+        /// The largest allowed value, in bytes.
+        max: usize,
+    },
     /// A pollwatch thread could not be started or stopped cleanly, in words.
     /// This version reports [`ThreadSpawn`](Error::ThreadSpawn) and
     /// [`ThreadPanicked`](Error::ThreadPanicked) instead; kept so that code
@@ -152,6 +166,17 @@ impl fmt::Display for Error {
             Error::AlreadyRunning => write!(
                 f,
                 "pollwatch: already running in this process; finish the first Guard before starting another"
+            ),
+            Error::SizeOutOfRange {
+                setting,
+                env,
+                value,
+                min,
+                max,
+            } => write!(
+                f,
+                "pollwatch: {setting} (or {env}) is {value} bytes, \
+                 outside the allowed {min}..={max} bytes"
             ),
             Error::UnknownSignal { name } => write!(
                 f,

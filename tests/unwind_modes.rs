@@ -203,6 +203,10 @@ fn a_bad_copy_size_is_refused_at_start() {
     let _s = serial();
     for bytes in [0, 512, 2 << 20] {
         let err = base().stack_copy_bytes(bytes).start().unwrap_err();
-        assert!(err.to_string().contains("stack copy"), "{err}");
+        assert!(
+            matches!(err, pollwatch::Error::SizeOutOfRange { value, .. } if value == bytes),
+            "{err}"
+        );
+        assert!(err.to_string().contains("stack_copy_bytes"), "{err}");
     }
 }
