@@ -143,15 +143,22 @@ fn contended_std_mutex_is_caught_in_the_lock() {
     let lock = Arc::new(Mutex::new(0u64));
     let held = lock.clone();
     let (tx, rx) = std::sync::mpsc::channel();
-    // The holder is a plain thread: not an executor, so never reported itself.
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    // The holder is a plain thread: not an executor, so never reported
+    // itself. It lets go 200 ms after the waiter is about to lock, however
+    // long a loaded machine took to get the waiter there.
     let holder = std::thread::spawn(move || {
         let _g = held.lock().unwrap();
         tx.send(()).unwrap();
+        go_rx.recv().unwrap();
         std::thread::sleep(Duration::from_millis(200));
     });
     rx.recv().unwrap();
     let waiter = lock.clone();
-    let (report, truth) = caught("mutex", move || wait_for_shared_lock(&waiter));
+    let (report, truth) = caught("mutex", move || {
+        go_tx.send(()).unwrap();
+        wait_for_shared_lock(&waiter)
+    });
     holder.join().unwrap();
     assert!(
         truth > Duration::from_millis(100),

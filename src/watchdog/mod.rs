@@ -451,7 +451,16 @@ impl Watchdog {
             *t = Track::new(t.slot, now, t.prev_tick);
             return None;
         }
-        if t.tid == 0 || t.dead {
+        if t.tid == 0 {
+            // A thread registers by bumping the generation, then storing its
+            // tid: a look in between saw the new generation with no tid yet.
+            if t.slot.tid.load(Ordering::Acquire) == 0 {
+                return None;
+            }
+            *t = Track::new(t.slot, now, t.prev_tick);
+            return Some(now);
+        }
+        if t.dead {
             return None;
         }
         let epoch = t.slot.epoch.load(Ordering::Acquire);
