@@ -1032,18 +1032,17 @@ mod tests {
     use super::*;
 
     #[inline(never)]
-    fn blocked_in_a_pipe_read(fd: std::os::fd::OwnedFd) {
+    fn blocked_in_a_pipe_read(mut s: std::os::unix::net::UnixStream) {
         use std::io::Read;
-        let mut f = std::fs::File::from(fd);
         let mut buf = [0u8; 8];
-        let _ = std::hint::black_box(f.read(&mut buf));
+        let _ = std::hint::black_box(s.read(&mut buf));
     }
 
     /// A thread blocked in `read(2)` is read from outside, without a
     /// signal, every time with its whole stack up to the caller.
     #[test]
     fn a_blocked_thread_is_read_without_a_signal_with_its_callers() {
-        let (r, w) = std::io::pipe().unwrap();
+        let (r, w) = std::os::unix::net::UnixStream::pair().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let t = std::thread::spawn(move || {
             tx.send((
@@ -1051,7 +1050,7 @@ mod tests {
                 crate::sys::thread::stack_range().unwrap(),
             ))
             .unwrap();
-            blocked_in_a_pipe_read(r.into());
+            blocked_in_a_pipe_read(r);
         });
         let (tid, range) = rx.recv().unwrap();
         let files = ThreadFiles::open(tid);
