@@ -304,9 +304,13 @@ mod tests {
     #[test]
     fn the_self_test_walks_the_frame_records_through_its_three_probes() {
         sys::signal::install(libc::SIGURG).unwrap();
-        // 3 or more: what the self-test takes for an unbroken chain.
+        // 3 or more: what the self-test takes for an unbroken chain; fewer
+        // in a build without frame pointers, where `fp` mode warns.
         let seen = fp_probe_1(libc::SIGURG);
-        assert!(seen >= Some(3), "{seen:?}");
+        match cfg!(pollwatch_test_frame_pointers) {
+            true => assert!(seen >= Some(3), "{seen:?}"),
+            false => assert!(seen.is_some_and(|n| n < 3), "{seen:?}"),
+        }
     }
 
     #[inline(never)]
@@ -328,7 +332,12 @@ mod tests {
     #[test]
     fn a_captured_stack_names_the_functions_it_was_taken_in() {
         sys::signal::install(libc::SIGURG).unwrap();
-        for mode in [Unwind::FramePointers, Unwind::Auto] {
+        // Frame records alone name them only where the build keeps them.
+        let modes: &[Unwind] = match cfg!(pollwatch_test_frame_pointers) {
+            true => &[Unwind::FramePointers, Unwind::Auto],
+            false => &[Unwind::Auto],
+        };
+        for &mode in modes {
             let names = known_outer(mode);
             let at = |f: &str| names.iter().position(|n| n.ends_with(f));
             let (inner, outer) = (at("known_inner"), at("known_outer"));

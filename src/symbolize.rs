@@ -907,6 +907,13 @@ mod tests {
             false => &[Unwind::Dwarf, Unwind::Auto],
         };
         for &mode in modes {
+            // On aarch64 the sample stops in a leaf (libc's `syscall`), whose
+            // return address lives only in x30, which a sample without
+            // registers lacks: the tables alone cannot go past it; `auto`
+            // carries on from the innermost frame record.
+            if cfg!(target_arch = "aarch64") && mode == Unwind::Dwarf {
+                continue;
+            }
             let mut sym = Symbolizer::with_mode(mode);
             let frames = sym.unwind(&bare);
             let names = sym.symbolize(&frames);

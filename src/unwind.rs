@@ -137,6 +137,12 @@ impl Cfi {
                     }
                     None => return Unwound { frames, end: broke },
                 },
+                // On aarch64 a leaf returns through `lr`; a sample taken
+                // without a signal has none (0), which framehop reads as the
+                // end of the stack. It is not: the frame records go on.
+                Ok(None) if frames.len() == 1 && raw.lr == 0 && cfg!(target_arch = "aarch64") => {
+                    return Unwound { frames, end: broke }
+                }
                 Ok(None) => {
                     return Unwound {
                         frames,
