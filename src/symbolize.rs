@@ -207,7 +207,30 @@ impl Symbolizer {
                 .iter()
                 .any(|m| m.text.iter().any(|&(s, e)| a >= s && a < e))
         };
-        cfi.unwind(raw, is_code)
+        let mut unwinds = cfi.unwind(raw, is_code);
+        if unwinds.len() <= 1 {
+            return unwinds.pop().unwrap_or(crate::unwind::Unwound {
+                frames: vec![RawFrame::Pc(raw.pc)],
+                end: End::Root,
+            });
+        }
+        // Several guesses of the frame pointer (a sample without registers):
+        // the right one is the unwind whose return addresses each follow a
+        // call into the frame below; a wrong guess picks up stale words.
+        let mut best: Option<(usize, bool, usize, usize)> = None;
+        for (i, u) in unwinds.iter().enumerate() {
+            let checked = u
+                .frames
+                .windows(2)
+                .filter(|w| self.returns_from(w[1].address(), w[0].lookup_address()))
+                .count();
+            let key = (checked, u.end == End::Root, u.frames.len(), i);
+            if best.is_none_or(|b| (key.0, key.1, key.2) > (b.0, b.1, b.2)) {
+                best = Some(key);
+            }
+        }
+        let pick = best.map_or(0, |b| b.3);
+        unwinds.swap_remove(pick)
     }
 
     /// Where the tables ran out (a truncated copy, code whose rule reads a

@@ -52,6 +52,9 @@ mod arch {
 /// Most frames one unwind produces (a runaway loop ends here).
 const MAX_DEPTH: usize = 256;
 
+/// Frame-pointer values tried for a sample taken without registers.
+const FP_CANDIDATES: usize = 12;
+
 /// The bytes an unwind table may take in memory; a bound on what is copied.
 const MAX_TABLE_BYTES: u64 = 256 << 20;
 
@@ -110,16 +113,38 @@ impl Cfi {
 
     /// Unwinds `raw` with the tables, reading only its copied stack. Each
     /// return address must pass `is_code` (inside a loaded text segment).
-    pub(crate) fn unwind(&mut self, raw: &RawSample, is_code: impl Fn(u64) -> bool) -> Unwound {
-        let mut read = |addr: u64| copied_word(raw, addr).ok_or(());
-        let mut fp = raw.fp;
-        if fp == 0 {
-            // A sample taken without a signal has no frame-pointer register;
-            // the innermost frame record on the stack is the best guess, and
-            // only a rule that uses the register reads it.
-            let probe = |addr| copied_word(raw, addr);
-            fp = crate::sampler::unwind::start_fp(raw.sp, 0, &probe);
+    ///
+    /// A sample taken without a signal has no frame-pointer register, and a
+    /// rule that uses it (any function that keeps a frame pointer) needs its
+    /// value: then this returns one unwind per candidate value (the start of
+    /// the first plausible chain, and each of the innermost words that could
+    /// be a frame record, the word above it being a return address), for the
+    /// caller to pick the one whose calls check out.
+    pub(crate) fn unwind(
+        &mut self,
+        raw: &RawSample,
+        is_code: impl Fn(u64) -> bool,
+    ) -> Vec<Unwound> {
+        if raw.fp != 0 {
+            return vec![self.unwind_from(raw, raw.fp, &is_code)];
         }
+        let probe = |addr| copied_word(raw, addr);
+        let mut candidates = vec![crate::sampler::unwind::start_fp(raw.sp, 0, &probe)];
+        candidates.extend(
+            (0..raw.copy.len().saturating_sub(1))
+                .map(|k| raw.sp.wrapping_add(8 * k as u64))
+                .filter(|&a| probe(a.wrapping_add(8)).is_some_and(&is_code))
+                .take(FP_CANDIDATES),
+        );
+        candidates.dedup();
+        candidates
+            .into_iter()
+            .map(|fp| self.unwind_from(raw, fp, &is_code))
+            .collect()
+    }
+
+    fn unwind_from(&mut self, raw: &RawSample, fp: u64, is_code: &impl Fn(u64) -> bool) -> Unwound {
+        let mut read = |addr: u64| copied_word(raw, addr).ok_or(());
         let mut regs = arch::regs(raw.pc, raw.sp, fp, raw.lr);
         let mut frames = vec![RawFrame::Pc(raw.pc)];
         let mut at = FrameAddress::from_instruction_pointer(raw.pc);

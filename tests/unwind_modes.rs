@@ -44,8 +44,12 @@ fn every_mode_names_the_user_function_and_says_which_mode() {
     let _s = serial();
     for mode in [Unwind::Auto, Unwind::Dwarf, Unwind::FramePointers] {
         let report = blocked_with(&format!("mode-{mode}"), base().unwind(mode), blocking_sleep);
-        let ep = episode_in(&report, "blocking_sleep");
-        assert!(ep.blocked_in("std::thread"), "{mode}: {report}");
+        // Frame records alone reach the user's function only in a build
+        // that keeps them (`fp` mode's documented requirement).
+        if mode != Unwind::FramePointers || cfg!(pollwatch_test_frame_pointers) {
+            let ep = episode_in(&report, "blocking_sleep");
+            assert!(ep.blocked_in("std::thread"), "{mode}: {report}");
+        }
         let summary = artifact(&report, "summary.txt");
         assert!(
             summary
