@@ -302,15 +302,15 @@ mod tests {
     /// `tgkill` returns, so nothing here depends on timing: it holds on a
     /// loaded machine and under emulation (CI runs it under qemu-aarch64).
     #[test]
-    #[cfg_attr(
-        not(pollwatch_test_frame_pointers),
-        ignore = "frame records need -C force-frame-pointers=yes"
-    )]
     fn the_self_test_walks_the_frame_records_through_its_three_probes() {
         sys::signal::install(libc::SIGURG).unwrap();
-        // 3 or more: what the self-test takes for an unbroken chain.
+        // 3 or more: what the self-test takes for an unbroken chain; fewer
+        // in a build without frame pointers, where `fp` mode warns.
         let seen = fp_probe_1(libc::SIGURG);
-        assert!(seen >= Some(3), "{seen:?}");
+        match cfg!(pollwatch_test_frame_pointers) {
+            true => assert!(seen >= Some(3), "{seen:?}"),
+            false => assert!(seen.is_some_and(|n| n < 3), "{seen:?}"),
+        }
     }
 
     #[inline(never)]
@@ -332,11 +332,10 @@ mod tests {
     #[test]
     fn a_captured_stack_names_the_functions_it_was_taken_in() {
         sys::signal::install(libc::SIGURG).unwrap();
-        // Frame records alone reach the caller only where there are any.
-        let modes: &[Unwind] = if cfg!(pollwatch_test_frame_pointers) {
-            &[Unwind::FramePointers, Unwind::Auto]
-        } else {
-            &[Unwind::Auto]
+        // Frame records alone name them only where the build keeps them.
+        let modes: &[Unwind] = match cfg!(pollwatch_test_frame_pointers) {
+            true => &[Unwind::FramePointers, Unwind::Auto],
+            false => &[Unwind::Auto],
         };
         for &mode in modes {
             let names = known_outer(mode);

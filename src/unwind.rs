@@ -52,6 +52,9 @@ mod arch {
 /// Most frames one unwind produces (a runaway loop ends here).
 const MAX_DEPTH: usize = 256;
 
+/// Frame-pointer values tried for a sample taken without registers.
+const FP_CANDIDATES: usize = 12;
+
 /// The bytes an unwind table may take in memory; a bound on what is copied.
 const MAX_TABLE_BYTES: u64 = 256 << 20;
 
@@ -110,32 +113,34 @@ impl Cfi {
 
     /// Unwinds `raw` with the tables, reading only its copied stack. Each
     /// return address must pass `is_code` (inside a loaded text segment).
-    pub(crate) fn unwind(&mut self, raw: &RawSample, is_code: impl Fn(u64) -> bool) -> Unwound {
+    ///
+    /// A sample taken without a signal has no frame-pointer register, and a
+    /// rule that uses it (any function that keeps a frame pointer) needs its
+    /// value: then this returns one unwind per candidate value (the start of
+    /// the first plausible chain, and each of the innermost words that could
+    /// be a frame record, the word above it being a return address), for the
+    /// caller to pick the one whose calls check out.
+    pub(crate) fn unwind(
+        &mut self,
+        raw: &RawSample,
+        is_code: impl Fn(u64) -> bool,
+    ) -> Vec<Unwound> {
         if raw.fp != 0 {
-            return self.unwind_from(raw, raw.fp, &is_code);
+            return vec![self.unwind_from(raw, raw.fp, &is_code)];
         }
-        // A sample taken without a signal has no frame-pointer register;
-        // only a rule that uses it reads it. The leaf's own rule (sp-based:
-        // it is libc's syscall wrapper) says where its caller's frame
-        // begins; a leaf that saves the register restores it from there,
-        // and one that does not left it pointing at its caller's frame
-        // record, which is the first record at or above that frame's sp.
-        let mut read = |addr: u64| copied_word(raw, addr).ok_or(());
-        let mut regs = arch::regs(raw.pc, raw.sp, 0, raw.lr);
-        let at = FrameAddress::from_instruction_pointer(raw.pc);
-        let fp = match self
-            .unwinder
-            .unwind_frame(at, &mut regs, &mut self.cache, &mut read)
-        {
-            Ok(Some(_)) => match arch::sp_fp(&regs) {
-                (_, fp) if fp != 0 => 0,
-                (caller_sp, _) => innermost_records(raw, &is_code)
-                    .find(|&r| r >= caller_sp)
-                    .unwrap_or(0),
-            },
-            _ => innermost_records(raw, &is_code).next().unwrap_or(0),
-        };
-        self.unwind_from(raw, fp, &is_code)
+        let probe = |addr| copied_word(raw, addr);
+        let mut candidates = vec![crate::sampler::unwind::start_fp(raw.sp, 0, &probe)];
+        candidates.extend(
+            (0..raw.copy.len().saturating_sub(1))
+                .map(|k| raw.sp.wrapping_add(8 * k as u64))
+                .filter(|&a| probe(a.wrapping_add(8)).is_some_and(&is_code))
+                .take(FP_CANDIDATES),
+        );
+        candidates.dedup();
+        candidates
+            .into_iter()
+            .map(|fp| self.unwind_from(raw, fp, &is_code))
+            .collect()
     }
 
     fn unwind_from(&mut self, raw: &RawSample, fp: u64, is_code: &impl Fn(u64) -> bool) -> Unwound {
@@ -157,6 +162,12 @@ impl Cfi {
                     }
                     None => return Unwound { frames, end: broke },
                 },
+                // On aarch64 a leaf returns through `lr`; a sample taken
+                // without a signal has none (0), which framehop reads as the
+                // end of the stack. It is not: the frame records go on.
+                Ok(None) if frames.len() == 1 && raw.lr == 0 && cfg!(target_arch = "aarch64") => {
+                    return Unwound { frames, end: broke }
+                }
                 Ok(None) => {
                     return Unwound {
                         frames,
@@ -220,24 +231,6 @@ fn eh_frame_address(hdr: &[u8], at: u64) -> Option<u64> {
         gimli::Pointer::Direct(a) => Some(a),
         gimli::Pointer::Indirect(_) => None,
     }
-}
-
-/// Addresses above `sp`, lowest first, that hold a frame record: a word
-/// pointing further up the copied stack, followed by a return address into
-/// code.
-fn innermost_records<'a>(
-    raw: &'a RawSample,
-    is_code: &'a impl Fn(u64) -> bool,
-) -> impl Iterator<Item = u64> + 'a {
-    let top = raw.sp.saturating_add(8 * raw.copy.len() as u64);
-    (0..raw.copy.len().min(512))
-        .map(|i| raw.sp + 8 * i as u64)
-        .filter(move |&at| {
-            let (Some(next), Some(ra)) = (copied_word(raw, at), copied_word(raw, at + 8)) else {
-                return false;
-            };
-            next > at && next < top && next % 8 == 0 && is_code(ra)
-        })
 }
 
 /// The word the handler copied from stack address `at`, if it copied it.

@@ -44,8 +44,12 @@ fn every_mode_names_the_user_function_and_says_which_mode() {
     let _s = serial();
     for mode in [Unwind::Auto, Unwind::Dwarf, Unwind::FramePointers] {
         let report = blocked_with(&format!("mode-{mode}"), base().unwind(mode), blocking_sleep);
-        let ep = episode_in(&report, "blocking_sleep");
-        assert!(ep.blocked_in("std::thread"), "{mode}: {report}");
+        // Frame records alone reach the user's function only in a build
+        // that keeps them (`fp` mode's documented requirement).
+        if mode != Unwind::FramePointers || cfg!(pollwatch_test_frame_pointers) {
+            let ep = episode_in(&report, "blocking_sleep");
+            assert!(ep.blocked_in("std::thread"), "{mode}: {report}");
+        }
         let summary = artifact(&report, "summary.txt");
         assert!(
             summary
@@ -163,7 +167,7 @@ fn child_process_for_the_self_test() {
 }
 
 /// The start-up self-test's stderr in a child running `mode`.
-fn self_test_lines(mode: &str) -> Vec<String> {
+fn self_test_lines(mode: &str) -> Option<Vec<String>> {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -172,14 +176,24 @@ fn self_test_lines(mode: &str) -> Vec<String> {
             "--test-threads=1",
         ])
         .env(CHILD, mode)
-        .output()
-        .unwrap();
+        .output();
+    let out = match out {
+        // Under qemu-user (scripts/aarch64.sh) the host cannot exec the
+        // guest binary (ENOEXEC, or exit 127 with no output): nothing to
+        // check there.
+        Err(e) if e.raw_os_error() == Some(libc::ENOEXEC) => return None,
+        Ok(out) if out.status.code() == Some(127) && out.stdout.is_empty() => return None,
+        Ok(out) => out,
+        Err(e) => panic!("cannot start the child: {e}"),
+    };
     assert!(out.status.success(), "{out:?}");
-    String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter(|l| l.starts_with("pollwatch: warning"))
-        .map(str::to_owned)
-        .collect()
+    Some(
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| l.starts_with("pollwatch: warning"))
+            .map(str::to_owned)
+            .collect(),
+    )
 }
 
 /// This binary has debug info and unwind tables: in `auto` mode the self-test
@@ -188,8 +202,12 @@ fn self_test_lines(mode: &str) -> Vec<String> {
 #[test]
 fn the_self_test_names_only_what_is_missing() {
     let _s = serial();
-    assert_eq!(self_test_lines("auto"), Vec::<String>::new());
-    let fp = self_test_lines("fp");
+    let Some(auto) = self_test_lines("auto") else {
+        eprintln!("cannot run a child process here (emulation); nothing to check");
+        return;
+    };
+    assert_eq!(auto, Vec::<String>::new());
+    let fp = self_test_lines("fp").unwrap_or_default();
     if cfg!(pollwatch_test_frame_pointers) {
         assert_eq!(fp, Vec::<String>::new());
     } else {
