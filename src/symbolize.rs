@@ -217,19 +217,25 @@ impl Symbolizer {
         // Several guesses of the frame pointer (a sample without registers):
         // the right one is the unwind whose return addresses each follow a
         // call into the frame below; a wrong guess picks up stale words.
-        let mut best: Option<(usize, bool, usize, usize)> = None;
+        // A stale chain left deeper in the stack checks out within itself;
+        // where a wrong guess joins it, the check fails. So checked calls
+        // count, those in an unbroken run from the leaf twice; then one that
+        // reaches the root wins, then the longest.
+        let mut best: Option<((usize, usize, bool, usize), usize)> = None;
         for (i, u) in unwinds.iter().enumerate() {
-            let checked = u
+            let checks: Vec<bool> = u
                 .frames
                 .windows(2)
-                .filter(|w| self.returns_from(w[1].address(), w[0].lookup_address()))
-                .count();
-            let key = (checked, u.end == End::Root, u.frames.len(), i);
-            if best.is_none_or(|b| (key.0, key.1, key.2) > (b.0, b.1, b.2)) {
-                best = Some(key);
+                .map(|w| self.returns_from(w[1].address(), w[0].lookup_address()))
+                .collect();
+            let prefix = checks.iter().take_while(|&&c| c).count();
+            let checked = checks.iter().filter(|&&c| c).count();
+            let key = (prefix + checked, prefix, u.end == End::Root, u.frames.len());
+            if best.is_none_or(|(b, _)| key > b) {
+                best = Some((key, i));
             }
         }
-        let pick = best.map_or(0, |b| b.3);
+        let pick = best.map_or(0, |(_, i)| i);
         unwinds.swap_remove(pick)
     }
 
