@@ -329,9 +329,8 @@ impl Watchdog {
         let can_read = crate::sys::memory::available();
         if !can_read {
             eprintln!(
-                "pollwatch: process_vm_readv is refused here (a seccomp profile?): threads blocked \
-                 in the kernel are not sampled (their time goes to their last stack; they are never \
-                 signalled, so their sleeps are not interrupted)");
+                "pollwatch: process_vm_readv is refused here (a seccomp profile, an emulator?): threads \
+                 blocked in the kernel are sampled with the signal, which may interrupt their sleep (EINTR)");
         }
         Watchdog {
             settings,

@@ -273,8 +273,7 @@ pub(crate) enum How {
     Signal,
     /// A signal sent earlier is still unanswered: wait for it.
     Await,
-    /// Nothing can be read (blocked, and its memory cannot be read from
-    /// outside): account the time to the last stack.
+    /// The thread is gone: account the time to the last stack.
     Nothing,
 }
 
@@ -295,10 +294,13 @@ pub(crate) fn how(
                 How::Same
             } else if can_read {
                 How::Read { sp, pc }
+            } else if pending {
+                How::Await
             } else {
-                // Never signal a blocked thread: that is what interrupts
-                // sleeps with EINTR.
-                How::Nothing
+                // Its memory cannot be read from outside (a seccomp profile
+                // refuses process_vm_readv, or an emulator lacks it): the
+                // signal, as pollwatch says at start, with its EINTR risk.
+                How::Signal
             }
         }
         _ if pending => How::Await,
@@ -466,9 +468,10 @@ mod tests {
             how(Seen::Blocked, blocked, true, Duration::ZERO, false, true),
             How::Same
         );
+        // Unless its memory cannot be read from outside: then the signal.
         assert_eq!(
             how(Seen::Blocked, blocked, false, MS, false, false),
-            How::Nothing
+            How::Signal
         );
         assert_eq!(
             how(
