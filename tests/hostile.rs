@@ -1,7 +1,9 @@
-//! A program that takes over pollwatch's sampling signal after `init()`:
-//! pollwatch must notice, stop sending that signal (the program's handler
-//! would take each sample for a real signal), move to a free real-time
-//! signal, and keep reporting episodes with their stacks.
+//! Programs that behave the way pollwatch would rather they did not: one
+//! that takes over the sampling signal after `init()` (pollwatch must
+//! notice, stop sending that signal, move to a free real-time signal and
+//! keep reporting episodes with their stacks), and threads that leave from
+//! inside a poll (their episode must end as `thread_exited`, at the exit,
+//! and their dead tid never be signalled).
 
 mod support;
 
@@ -73,4 +75,82 @@ fn a_poll_that_returned_before_finish_ended_by_returning() {
     let report = guard.finish().unwrap();
     let ep = episode_in(&report, "spin_then_return");
     assert_eq!(ep.ended_by(), pollwatch::EndedBy::PollReturned, "{report}");
+}
+
+/// Blocks inside the poll (`block` names the way), then leaves the thread by
+/// the raw `exit` system call: no unwinding, no thread-local destructor, the
+/// slot never released. Sends its tid and how long the poll ran.
+#[inline(never)]
+fn block_then_raw_exit(
+    block: fn(Duration) -> Duration,
+    tx: std::sync::mpsc::Sender<(i32, Duration)>,
+    began: std::time::Instant,
+) {
+    block(THRESHOLD * 3);
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
+    tx.send((tid, began.elapsed())).unwrap();
+    // SAFETY: ends only this thread; its stack and std's bookkeeping for it
+    // are leaked on purpose (the test never joins it).
+    unsafe {
+        libc::syscall(libc::SYS_exit, 0);
+    }
+    unreachable!("SYS_exit returned");
+}
+
+/// Runs `block_then_raw_exit` on its own thread under `futures`' executor,
+/// waits for the thread to be gone and `after` more, and checks the episode
+/// ended as `thread_exited`, at the exit.
+fn raw_exit_case(test: &str, block: fn(Duration) -> Duration, after: Duration) {
+    let _s = serial();
+    let guard = config(test).start().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("raw-exit".into())
+        .spawn(move || {
+            futures::executor::block_on(pollwatch::watch(async move {
+                block_then_raw_exit(block, tx, std::time::Instant::now())
+            }))
+        })
+        .unwrap();
+    let (tid, truth) = rx.recv().unwrap();
+    let task = format!("/proc/self/task/{tid}");
+    while std::path::Path::new(&task).exists() {
+        std::thread::sleep(INTERVAL);
+    }
+    std::thread::sleep(after);
+    let report = guard.finish().unwrap();
+    let eps: Vec<_> = report
+        .episodes()
+        .iter()
+        .filter(|e| e.thread_name() == "raw-exit")
+        .collect();
+    assert_eq!(eps.len(), 1, "{report}");
+    let ep = eps[0];
+    assert_eq!(ep.ended_by(), pollwatch::EndedBy::ThreadExited, "{report}");
+    // Nothing after the death is charged to it.
+    assert_close(ep, truth, "episode of a thread that exited");
+    let jsonl = artifact(&report, "episodes.jsonl");
+    assert_eq!(jsonl.lines().count(), 1, "{jsonl}");
+    assert!(jsonl.contains(r#""ended_by":"thread_exited""#), "{jsonl}");
+    // Never signalled at its dead tid: no sample was sent and left unanswered.
+    assert_eq!(ep.missed_samples(), 0, "{report}");
+    assert_eq!(report.counters().missed_samples, 0, "{report}");
+}
+
+#[test]
+fn a_thread_that_exits_by_raw_syscall_while_on_cpu_is_thread_exited() {
+    // Long after its death: none of that time may be charged to it.
+    raw_exit_case("raw_exit_spin", cpu_spin, THRESHOLD * 10);
+}
+
+#[test]
+fn a_thread_that_exits_by_raw_syscall_right_before_finish_is_thread_exited() {
+    // No watchdog tick may have seen it gone: the stop must.
+    raw_exit_case("raw_exit_stop", cpu_spin, Duration::ZERO);
+}
+
+#[test]
+fn a_thread_that_exits_by_raw_syscall_after_sleeping_is_thread_exited() {
+    raw_exit_case("raw_exit_sleep", blocking_sleep, THRESHOLD * 10);
 }

@@ -386,15 +386,19 @@ impl Watchdog {
         }
         let now = Instant::now();
         for i in 0..self.tracks.len() {
-            // A poll that returned since the last tick ended as usual.
-            let t = &self.tracks[i];
-            let moved = t.slot.generation.load(Ordering::Acquire) != t.generation
-                || t.slot.epoch.load(Ordering::Acquire) != t.epoch;
-            let reason = if moved {
-                EndReason::PollReturned
-            } else {
-                EndReason::Stopped
-            };
+            // What happened since the last tick decides how the episode
+            // ended: the poll returned, or its thread left (or died) in it.
+            let t = &mut self.tracks[i];
+            if t.live.is_none() {
+                continue;
+            }
+            let left = t.slot.generation.load(Ordering::Acquire) != t.generation;
+            let reason = reason_at_stop(AtStop {
+                left,
+                left_in_poll: left && t.slot.exited_in_poll.load(Ordering::Relaxed),
+                returned: t.slot.epoch.load(Ordering::Acquire) != t.epoch,
+                alive: !t.dead && t.files().alive(),
+            });
             self.end_episode(i, now, reason);
         }
         self.stats.dropped += self.out.dropped;
@@ -1015,6 +1019,37 @@ fn read_blocked(
     Some(RawSample::from_stack(epoch, pc, sp, words, truncated))
 }
 
+/// What the watchdog sees of a stuck poll's thread when it stops.
+#[derive(Clone, Copy, Debug, Default)]
+struct AtStop {
+    /// The thread released its slot (its generation moved).
+    left: bool,
+    /// It released it from inside the poll (thread-local destructors ran
+    /// while the poll was open: a leaked guard, an exit from a hook).
+    left_in_poll: bool,
+    /// The poll's epoch moved: the poll returned.
+    returned: bool,
+    /// The thread is still there (a raw `exit` leaves no other trace).
+    alive: bool,
+}
+
+/// Why an episode still open at stop ended.
+fn reason_at_stop(seen: AtStop) -> EndReason {
+    match seen {
+        AtStop {
+            left: true,
+            left_in_poll,
+            ..
+        } => match left_in_poll {
+            true => EndReason::ThreadExited,
+            false => EndReason::PollReturned,
+        },
+        AtStop { returned: true, .. } => EndReason::PollReturned,
+        AtStop { alive: false, .. } => EndReason::ThreadExited,
+        _ => EndReason::Stopped,
+    }
+}
+
 /// 0 below 2× the threshold, 1 from 2×, 2 from 4×.
 fn level_of(elapsed: Duration, threshold: Duration) -> u8 {
     if elapsed >= threshold * 4 {
@@ -1087,6 +1122,40 @@ mod tests {
         t.join().unwrap();
         assert_eq!(read, 50, "{read} reads");
         assert_eq!(named, read, "caller named in {named} of {read} reads");
+    }
+
+    #[test]
+    fn how_an_episode_open_at_stop_ended() {
+        let still = AtStop {
+            alive: true,
+            ..AtStop::default()
+        };
+        assert_eq!(reason_at_stop(still), EndReason::Stopped);
+        let returned = AtStop {
+            returned: true,
+            ..still
+        };
+        assert_eq!(reason_at_stop(returned), EndReason::PollReturned);
+        // A raw exit: no slot released, the epoch still odd, the tid gone.
+        let died = AtStop {
+            alive: false,
+            ..still
+        };
+        assert_eq!(reason_at_stop(died), EndReason::ThreadExited);
+        // Left after the poll returned, or from inside it (its tid is gone
+        // either way by then).
+        let left = AtStop {
+            left: true,
+            returned: true,
+            alive: false,
+            ..still
+        };
+        assert_eq!(reason_at_stop(left), EndReason::PollReturned);
+        let left_in_poll = AtStop {
+            left_in_poll: true,
+            ..left
+        };
+        assert_eq!(reason_at_stop(left_in_poll), EndReason::ThreadExited);
     }
 
     #[test]
