@@ -11,6 +11,7 @@ use std::panic::Location;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::sys::stack::StackRange;
 use crate::sys::static_ref::AtomicStaticRef;
 
 /// More threads than this are not watched (and counted): a bound on the
@@ -50,8 +51,8 @@ pub(crate) struct Slot {
 pub(crate) struct ThreadInfo {
     /// Thread name (std's, else the kernel's, else `thread-<tid>`).
     pub(crate) name: String,
-    /// Stack `[lo, hi)`, if libc could tell; without it samples have no frames.
-    pub(crate) stack: Option<(u64, u64)>,
+    /// The thread's stack, if libc could tell; without it samples have no frames.
+    pub(crate) stack: Option<StackRange>,
     /// A user-given label for the runtime this thread belongs to.
     pub(crate) runtime: Option<Arc<str>>,
 }
@@ -135,7 +136,7 @@ pub(crate) fn register_current(runtime: Option<Arc<str>>) -> Option<&'static Slo
         }
         return Some(slot);
     }
-    let tid = crate::sys::signal::gettid();
+    let tid = crate::sys::thread::gettid();
     let name = std::thread::current()
         .name()
         .map(str::to_owned)

@@ -131,7 +131,7 @@ impl Symbolizer {
         // it works from a guess. The frame records found in the copy by the
         // validated scan are the other witness; the one that reaches
         // further up the stack wins.
-        let unsignalled = raw.fp == 0 && raw.lr == 0;
+        let unsignalled = raw.regs.fp == 0 && raw.regs.lr == 0;
         match self.mode {
             Unwind::FramePointers if unsignalled => self.scanned(raw),
             Unwind::FramePointers => self.repair(raw),
@@ -178,7 +178,7 @@ impl Symbolizer {
     /// leaf repair: a sample with no frame-pointer register to start from.
     fn scanned(&mut self, raw: &RawSample) -> Vec<RawFrame> {
         let read = |a: u64| copied_word(raw, a);
-        let chain = crate::sampler::unwind::start_fp(raw.sp, 0, &read);
+        let chain = crate::sampler::unwind::start_fp(raw.regs.sp, 0, &read);
         let mut frames = Vec::new();
         crate::sampler::unwind::walk(chain, &read, &mut |ra| {
             frames.push(ra);
@@ -210,7 +210,7 @@ impl Symbolizer {
         let mut unwinds = cfi.unwind(raw, is_code);
         if unwinds.len() <= 1 {
             return unwinds.pop().unwrap_or(crate::unwind::Unwound {
-                frames: vec![RawFrame::Pc(raw.pc)],
+                frames: vec![RawFrame::Pc(raw.regs.pc)],
                 end: End::Root,
             });
         }
@@ -436,7 +436,7 @@ impl Symbolizer {
     /// The frames of a sample, innermost first, leaf repaired.
     pub(crate) fn repair(&mut self, raw: &RawSample) -> Vec<RawFrame> {
         let mut out = Vec::with_capacity(raw.frames.len() + 4);
-        out.push(RawFrame::Pc(raw.pc));
+        out.push(RawFrame::Pc(raw.regs.pc));
         // A chain that started from a register that only looked like a frame
         // pointer begins with entries that are not code; the real chain
         // follows. Skip them, and then the whole copied stack is fair game for
@@ -448,19 +448,19 @@ impl Symbolizer {
             .count();
         let chain = &raw.frames[skip..];
         let scan_end = if skip > 0 { u64::MAX } else { raw.chain };
-        if !self.in_main(raw.pc) {
+        if !self.in_main(raw.regs.pc) {
             // The leaf is in code built without frame pointers (libc, the
             // vDSO): its callers' return addresses sit between sp and the first
             // frame record the walk used. Take them one by one, each checked
             // against the frame below it, up to the first one back in our own
             // (frame-pointer) code, where the chain takes over.
-            let mut callee = raw.pc;
+            let mut callee = raw.regs.pc;
             let mut candidates = Vec::with_capacity(raw.copy.len() + 1);
-            if raw.lr != 0 {
-                candidates.push(raw.lr);
+            if raw.regs.lr != 0 {
+                candidates.push(raw.regs.lr);
             }
             for (k, &word) in raw.copy.iter().enumerate() {
-                let at = raw.sp.wrapping_add(8 * k as u64);
+                let at = raw.regs.sp.wrapping_add(8 * k as u64);
                 if scan_end != 0 && at >= scan_end {
                     break;
                 }
@@ -484,7 +484,7 @@ impl Symbolizer {
             let caller = self.function_start(first);
             for &word in raw.copy.iter().take(2) {
                 if word > 4096
-                    && self.returns_from(word, raw.pc)
+                    && self.returns_from(word, raw.regs.pc)
                     && self.function_start(word).is_some()
                     && self.function_start(word) != caller
                 {
@@ -922,7 +922,8 @@ mod tests {
     fn a_sample_without_registers_unwinds_from_the_tables() {
         crate::sys::signal::install(libc::SIGURG).unwrap();
         let raw = capture_here().expect("self-capture");
-        let bare = RawSample::from_stack(0, raw.pc, raw.sp, raw.copy.clone(), raw.truncated);
+        let bare =
+            RawSample::from_stack(0, raw.regs.pc, raw.regs.sp, raw.copy.clone(), raw.truncated);
         // Frame records reach the caller only in a frame-pointer build: there,
         // `fp` mode must find them in the copy as the handler did live.
         let mut fp = Symbolizer::with_mode(Unwind::FramePointers);

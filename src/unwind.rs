@@ -25,8 +25,10 @@ mod arch {
         CacheX86_64 as Cache, UnwindRegsX86_64 as Regs, UnwinderX86_64 as Native,
     };
 
-    pub(super) fn regs(pc: u64, sp: u64, fp: u64, _lr: u64) -> Regs {
-        Regs::new(pc, sp, fp)
+    /// framehop's registers for the leaf, with `fp` as given (a sample
+    /// without registers tries several).
+    pub(super) fn regs(r: &crate::sys::Registers, fp: u64) -> Regs {
+        Regs::new(r.pc, r.sp, fp)
     }
 
     pub(super) fn sp_fp(r: &Regs) -> (u64, u64) {
@@ -40,8 +42,10 @@ mod arch {
         CacheAarch64 as Cache, UnwindRegsAarch64 as Regs, UnwinderAarch64 as Native,
     };
 
-    pub(super) fn regs(_pc: u64, sp: u64, fp: u64, lr: u64) -> Regs {
-        Regs::new(lr, sp, fp)
+    /// framehop's registers for the leaf, with `fp` as given (a sample
+    /// without registers tries several).
+    pub(super) fn regs(r: &crate::sys::Registers, fp: u64) -> Regs {
+        Regs::new(r.lr, r.sp, fp)
     }
 
     pub(super) fn sp_fp(r: &Regs) -> (u64, u64) {
@@ -125,14 +129,14 @@ impl Cfi {
         raw: &RawSample,
         is_code: impl Fn(u64) -> bool,
     ) -> Vec<Unwound> {
-        if raw.fp != 0 {
-            return vec![self.unwind_from(raw, raw.fp, &is_code)];
+        if raw.regs.fp != 0 {
+            return vec![self.unwind_from(raw, raw.regs.fp, &is_code)];
         }
         let probe = |addr| copied_word(raw, addr);
-        let mut candidates = vec![crate::sampler::unwind::start_fp(raw.sp, 0, &probe)];
+        let mut candidates = vec![crate::sampler::unwind::start_fp(raw.regs.sp, 0, &probe)];
         candidates.extend(
             (0..raw.copy.len().saturating_sub(1))
-                .map(|k| raw.sp.wrapping_add(8 * k as u64))
+                .map(|k| raw.regs.sp.wrapping_add(8 * k as u64))
                 .filter(|&a| probe(a.wrapping_add(8)).is_some_and(&is_code))
                 .take(FP_CANDIDATES),
         );
@@ -145,9 +149,9 @@ impl Cfi {
 
     fn unwind_from(&mut self, raw: &RawSample, fp: u64, is_code: &impl Fn(u64) -> bool) -> Unwound {
         let mut read = |addr: u64| copied_word(raw, addr).ok_or(());
-        let mut regs = arch::regs(raw.pc, raw.sp, fp, raw.lr);
-        let mut frames = vec![RawFrame::Pc(raw.pc)];
-        let mut at = FrameAddress::from_instruction_pointer(raw.pc);
+        let mut regs = arch::regs(&raw.regs, fp);
+        let mut frames = vec![RawFrame::Pc(raw.regs.pc)];
+        let mut at = FrameAddress::from_instruction_pointer(raw.regs.pc);
         while frames.len() < MAX_DEPTH {
             let (sp, fp) = arch::sp_fp(&regs);
             let broke = End::Broke { sp, fp };
@@ -165,7 +169,9 @@ impl Cfi {
                 // On aarch64 a leaf returns through `lr`; a sample taken
                 // without a signal has none (0), which framehop reads as the
                 // end of the stack. It is not: the frame records go on.
-                Ok(None) if frames.len() == 1 && raw.lr == 0 && cfg!(target_arch = "aarch64") => {
+                Ok(None)
+                    if frames.len() == 1 && raw.regs.lr == 0 && cfg!(target_arch = "aarch64") =>
+                {
                     return Unwound { frames, end: broke }
                 }
                 Ok(None) => {
@@ -235,7 +241,7 @@ fn eh_frame_address(hdr: &[u8], at: u64) -> Option<u64> {
 
 /// The word the handler copied from stack address `at`, if it copied it.
 pub(crate) fn copied_word(raw: &RawSample, at: u64) -> Option<u64> {
-    let offset = at.checked_sub(raw.sp)?;
+    let offset = at.checked_sub(raw.regs.sp)?;
     if offset % 8 != 0 {
         return None;
     }

@@ -29,9 +29,11 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::sys::signal::{self, StackWindow};
+use crate::sys::futex;
+use crate::sys::stack::{AtomicStackRange, StackRange, StackWindow};
 use crate::sys::static_ref::AtomicStaticRef;
-use crate::sys::Regs;
+use crate::sys::thread;
+use crate::sys::Registers;
 
 /// Most return addresses one sample keeps.
 pub(crate) const MAX_FRAMES: usize = 192;
@@ -64,8 +66,8 @@ static COPY_WORDS: AtomicUsize = AtomicUsize::new(DEFAULT_COPY_BYTES / 8);
 struct SampleBuf {
     state: AtomicU32,
     tid: AtomicI32,
-    stack_lo: AtomicU64,
-    stack_hi: AtomicU64,
+    /// The target's stack: the only memory the handler reads, from `sp` up.
+    stack: AtomicStackRange,
     /// The target's poll epoch, read by the handler, so the watchdog can
     /// tell whether the stack is of the poll it asked about.
     epoch_src: AtomicStaticRef<AtomicU64>,
@@ -91,8 +93,7 @@ impl SampleBuf {
         SampleBuf {
             state: AtomicU32::new(IDLE),
             tid: AtomicI32::new(0),
-            stack_lo: AtomicU64::new(0),
-            stack_hi: AtomicU64::new(0),
+            stack: AtomicStackRange::none(),
             epoch_src: AtomicStaticRef::none(),
             epoch: AtomicU64::new(0),
             pc: AtomicU64::new(0),
@@ -116,11 +117,13 @@ impl SampleBuf {
         let c = (self.ncopy.load(Ordering::Relaxed) as usize).min(copy.len());
         let sample = RawSample {
             epoch: self.epoch.load(Ordering::Relaxed),
-            pc: self.pc.load(Ordering::Relaxed),
-            sp: self.sp.load(Ordering::Relaxed),
-            fp: self.fp.load(Ordering::Relaxed),
+            regs: Registers {
+                pc: self.pc.load(Ordering::Relaxed),
+                sp: self.sp.load(Ordering::Relaxed),
+                fp: self.fp.load(Ordering::Relaxed),
+                lr: self.lr.load(Ordering::Relaxed),
+            },
             chain: self.chain.load(Ordering::Relaxed),
-            lr: self.lr.load(Ordering::Relaxed),
             frames: self.frames[..n]
                 .iter()
                 .map(|a| a.load(Ordering::Relaxed))
@@ -157,8 +160,15 @@ pub(crate) fn copy_bytes() -> usize {
 /// Proof, inside the handler, that this invocation owns a buffer.
 pub(crate) struct Claim {
     buf: &'static SampleBuf,
-    pub(crate) stack_lo: u64,
-    pub(crate) stack_hi: u64,
+}
+
+impl Claim {
+    /// The stack of the thread the request was armed for (the handler's
+    /// own, since the claim matched its tid).
+    #[inline(always)]
+    pub(crate) fn stack(&self) -> Option<StackRange> {
+        self.buf.stack.load()
+    }
 }
 
 /// Handler side: takes the buffer armed for thread `tid`, if any. A bounded
@@ -182,11 +192,7 @@ pub(crate) fn claim(tid: i32) -> Option<Claim> {
             buf.state.store(ARMED, Ordering::Release);
             continue;
         }
-        return Some(Claim {
-            buf,
-            stack_lo: buf.stack_lo.load(Ordering::Relaxed),
-            stack_hi: buf.stack_hi.load(Ordering::Relaxed),
-        });
+        return Some(Claim { buf });
     }
     None
 }
@@ -195,7 +201,7 @@ pub(crate) fn claim(tid: i32) -> Option<Claim> {
 /// from `sp` up. Bounded: at most `MAX_FRAMES` records, the prepared copy
 /// size and one resync scan of `unwind::RESYNC_SPAN` bytes.
 #[inline(always)]
-pub(crate) fn fill(claim: &Claim, regs: &Regs, window: Option<&StackWindow>) {
+pub(crate) fn fill(claim: &Claim, regs: &Registers, window: Option<&StackWindow>) {
     let buf = claim.buf;
     let epoch = buf
         .epoch_src
@@ -237,7 +243,7 @@ pub(crate) fn fill(claim: &Claim, regs: &Regs, window: Option<&StackWindow>) {
 #[inline(always)]
 pub(crate) fn publish(claim: Claim) {
     claim.buf.state.store(READY, Ordering::Release);
-    signal::futex_wake(&claim.buf.state);
+    futex::wake(&claim.buf.state);
 }
 
 /// One captured stack, still as raw addresses.
@@ -245,18 +251,13 @@ pub(crate) fn publish(claim: Claim) {
 pub(crate) struct RawSample {
     /// The thread's poll epoch when the stack was taken (0: not known).
     pub(crate) epoch: u64,
-    /// Interrupted program counter (the leaf).
-    pub(crate) pc: u64,
-    /// Interrupted stack pointer; `copy[0]` was read from here.
-    pub(crate) sp: u64,
-    /// The frame-pointer register at the interruption (0: not known). The
-    /// unwind tables restore the caller's from it where a function keeps one.
-    pub(crate) fp: u64,
+    /// The registers at the interruption: `pc` is the leaf, `copy[0]` was
+    /// read from `sp`; `fp` 0 is not known (the unwind tables restore the
+    /// caller's from it where a function keeps one); `lr` is aarch64's.
+    pub(crate) regs: Registers,
     /// Where the handler's frame-record walk started: `fp`, or the record a
     /// resync scan found above `sp` when `fp` led nowhere.
     pub(crate) chain: u64,
-    /// Link register (aarch64), else 0.
-    pub(crate) lr: u64,
     /// Return addresses from the frame-pointer chain, innermost first.
     pub(crate) frames: Vec<u64>,
     /// Words at `[sp, sp + 8 * copy.len())`: what the unwinder reads.
@@ -294,13 +295,11 @@ impl RawSample {
         });
         RawSample {
             epoch,
-            pc,
-            sp,
+            regs: Registers::in_syscall(pc, sp),
             chain,
             frames,
             copy,
             truncated,
-            ..RawSample::default()
         }
     }
 }
@@ -309,7 +308,7 @@ impl RawSample {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Target {
     pub(crate) tid: i32,
-    pub(crate) stack: (u64, u64),
+    pub(crate) stack: StackRange,
     /// The target's poll epoch, recorded with the stack.
     pub(crate) epoch: Option<&'static AtomicU64>,
 }
@@ -361,12 +360,13 @@ pub(crate) fn request(target: Target, sig: i32) -> Result<Answer, Missed> {
     buf.copy_limit
         .store(wanted.min(copy.len()) as u32, Ordering::Relaxed);
     buf.tid.store(target.tid, Ordering::Relaxed);
-    buf.stack_lo.store(target.stack.0, Ordering::Relaxed);
-    buf.stack_hi.store(target.stack.1, Ordering::Relaxed);
+    // Exclusive while RESERVED: the handler loads the range only after
+    // the Release below.
+    buf.stack.store(target.stack);
     buf.epoch_src.store(target.epoch, Ordering::Relaxed);
     buf.state.store(ARMED, Ordering::Release);
     let sent = Instant::now();
-    if let Err(e) = signal::tgkill(target.tid, sig) {
+    if let Err(e) = thread::tgkill(target.tid, sig) {
         let p = Pending {
             buf,
             tid: target.tid,
@@ -435,7 +435,7 @@ impl Pending {
             if s == READY || now >= until {
                 return;
             }
-            signal::futex_wait(&self.buf.state, s, until - now);
+            futex::wait(&self.buf.state, s, until - now);
         }
     }
 
@@ -451,7 +451,7 @@ impl Pending {
             if now >= until {
                 return Answer::Waiting(self);
             }
-            signal::futex_wait(&self.buf.state, s, until - now);
+            futex::wait(&self.buf.state, s, until - now);
         }
     }
 
@@ -517,15 +517,15 @@ pub(crate) fn capture(target: Target, sig: i32, deadline: Duration) -> Result<Ra
 /// because a signal sent to the calling thread is delivered on the way out of
 /// the syscall.
 pub(crate) fn capture_self(sig: i32) -> Result<RawSample, Missed> {
-    let Some(stack) = crate::sys::thread::stack_range() else {
+    let Some(stack) = thread::stack_range() else {
         return Err(Missed::SendFailed);
     };
-    if signal::blocked_here(sig) {
+    if thread::blocks_signal(sig) {
         return Err(Missed::Timeout);
     }
     capture(
         Target {
-            tid: signal::gettid(),
+            tid: thread::gettid(),
             stack,
             epoch: None,
         },
@@ -556,7 +556,7 @@ mod tests {
 
     #[inline(never)]
     fn reading_a_thread_clock(stop: &AtomicBool) {
-        let tid = crate::sys::signal::gettid();
+        let tid = crate::sys::thread::gettid();
         while !stop.load(Ordering::Relaxed) {
             std::hint::black_box(crate::sys::thread::cpu_time_ns(tid));
         }
@@ -571,7 +571,7 @@ mod tests {
         let s2 = stop.clone();
         let h = std::thread::spawn(move || {
             tx.send((
-                crate::sys::signal::gettid(),
+                crate::sys::thread::gettid(),
                 crate::sys::thread::stack_range().unwrap(),
             ))
             .unwrap();

@@ -204,7 +204,7 @@ mod tests {
 
     #[test]
     fn files_of_this_thread() {
-        let p = ThreadFiles::open(crate::sys::signal::gettid());
+        let p = ThreadFiles::open(crate::sys::thread::gettid());
         assert!(p.sched().expect("cpu clock").cpu_ns > 0);
         assert_eq!(p.stat().map(|s| s.state), Some(b'R'));
         assert!(p.alive());

@@ -1,7 +1,8 @@
-//! The sampling signal: installation, the handler, thread-directed sending and
-//! the futex the watchdog sleeps on while the handler works.
+//! The sampling signal: choosing and installing it, and the handler. What
+//! the handler calls lives beside it: `thread::gettid`, `stack` for the
+//! memory it reads, `futex::wake`.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::sampler;
 
@@ -106,148 +107,26 @@ impl Drop for ErrnoGuard {
     }
 }
 
-/// A window `[lo, hi)` of the interrupted thread's stack that can be read
-/// without faulting while the handler runs: `lo` is the interrupted `sp`, `hi`
-/// the top of the stack recorded when the thread registered. Only the handler
-/// can make one, and it cannot outlive the handler call.
-pub(crate) struct StackWindow {
-    lo: u64,
-    hi: u64,
-}
-
-impl StackWindow {
-    /// Copies the window's words from its start into `dst`, as many as fit;
-    /// returns how many, and whether the stack went on past them. One
-    /// `memcpy` (async-signal-safe, POSIX.1-2008 TC2): a word-by-word loop
-    /// costs ten times more in an unoptimised build.
-    #[inline(always)]
-    pub(crate) fn copy_to(&self, dst: &[AtomicU64]) -> (usize, bool) {
-        if self.lo % 8 != 0 || self.hi <= self.lo {
-            return (0, false);
-        }
-        let words = usize::try_from((self.hi - self.lo) / 8).unwrap_or(usize::MAX);
-        let n = words.min(dst.len());
-        if let Some(first) = dst.first() {
-            // SAFETY: the source `[lo, lo + 8n)` lies inside the window, which is
-            // mapped and belongs to this very thread (see `read`), and `lo` is
-            // aligned. The destination is `n` consecutive `AtomicU64`s, which
-            // have `u64`'s layout; nothing else touches them while the handler
-            // owns the sample buffer (WRITING state), so the plain writes race
-            // with no atomic access. Stack and buffer do not overlap: the
-            // buffer is on the heap.
-            unsafe {
-                std::ptr::copy_nonoverlapping(self.lo as *const u64, first.as_ptr(), n);
-            }
-        }
-        (n, words > n)
-    }
-
-    /// Reads the aligned word at `addr`, or `None` when it lies outside the window.
-    #[inline(always)]
-    pub(crate) fn read(&self, addr: u64) -> Option<u64> {
-        if addr % 8 != 0 || addr < self.lo || addr >= self.hi || self.hi - addr < 8 {
-            return None;
-        }
-        // SAFETY: `[lo, hi)` is part of the interrupted thread's own stack: `lo`
-        // is its current stack pointer and `hi` the top of the mapping recorded at
-        // registration, and the handler runs on that same thread, so every page
-        // in between is mapped for as long as this window exists. The word is
-        // aligned and fully inside the window (checked above).
-        Some(unsafe { std::ptr::read_volatile(addr as *const u64) })
-    }
-}
-
 /// The signal handler.
 ///
 /// Async-signal-safety: this calls only `gettid` (a raw syscall), atomics,
-/// volatile loads inside the checked stack window, and `futex` wake (a raw
-/// syscall). No allocation, no lock, no lazy thread-local, no formatting, no
+/// `memcpy` and volatile loads inside the checked stack window, and `futex`
+/// wake (a raw syscall). No allocation, no lock, no lazy thread-local, no formatting, no
 /// panicking arithmetic; see `tests/no_alloc_in_handler.rs`.
 extern "C" fn handler(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     let _errno = ErrnoGuard::save();
-    let tid = gettid();
+    let tid = super::thread::gettid();
     let Some(claim) = sampler::claim(tid) else {
         // A stray signal (someone else's SIGURG, or a sample the watchdog gave up on).
         return;
     };
     // SAFETY: `ctx` is the ucontext the kernel passed to this SA_SIGINFO handler.
     let regs = unsafe { super::ucontext::regs(ctx) };
-    let window = if regs.sp >= claim.stack_lo && regs.sp < claim.stack_hi {
-        Some(StackWindow {
-            lo: regs.sp,
-            hi: claim.stack_hi,
-        })
-    } else {
-        // Running on some other stack (an alternate signal stack, a coroutine):
-        // keep pc and lr only, read nothing.
-        None
-    };
+    // Running on some other stack (an alternate signal stack, a coroutine):
+    // no window, so pc and lr only, nothing read.
+    let window = claim.stack().and_then(|s| s.window_from(regs.sp));
     sampler::fill(&claim, &regs, window.as_ref());
     sampler::publish(claim);
-}
-
-/// The kernel id of the calling thread. AS-safe (a raw syscall).
-pub(crate) fn gettid() -> i32 {
-    // SAFETY: SYS_gettid takes no arguments and cannot fail.
-    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
-}
-
-/// Sends `sig` to thread `tid` of this process.
-///
-/// `tgkill` by kernel tid, never `pthread_kill`: a `pthread_t` of an exited
-/// thread is undefined behaviour, a stale tid is at worst `ESRCH`.
-pub(crate) fn tgkill(tid: i32, sig: i32) -> std::io::Result<()> {
-    // SAFETY: plain syscall with integer arguments; errors come back as -1/errno.
-    let rc = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, sig) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// Sleeps while `*word == expected`, at most `timeout`. Spurious wake-ups are
-/// fine: the caller re-checks.
-pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: std::time::Duration) {
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
-    };
-    // SAFETY: `word` is a live, aligned u32 for the duration of the call and `ts`
-    // a valid relative timeout; FUTEX_WAIT only reads them.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            expected,
-            &ts as *const libc::timespec,
-        );
-    }
-}
-
-/// Wakes one waiter on `word`. AS-safe (a raw syscall).
-pub(crate) fn futex_wake(word: &AtomicU32) {
-    // SAFETY: `word` is a live, aligned u32; FUTEX_WAKE does not touch memory.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            1,
-        );
-    }
-}
-
-/// Whether `sig` is currently blocked in this thread's signal mask (then a
-/// sample request would only time out).
-pub(crate) fn blocked_here(sig: i32) -> bool {
-    // SAFETY: zeroed sigset_t is valid; pthread_sigmask with a null `set` only reads the mask.
-    unsafe {
-        let mut cur: libc::sigset_t = std::mem::zeroed();
-        libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut cur);
-        libc::sigismember(&cur, sig) == 1
-    }
 }
 
 /// `SIGRTMIN` and `SIGRTMAX` as this libc defines them (never hard-code 34).

@@ -1,9 +1,13 @@
 //! Facts about the calling thread, gathered once at registration (never in the
 //! signal handler: `pthread_getattr_np` reads `/proc/self/maps` for the main
-//! thread and allocates).
+//! thread and allocates), its kernel id, and sending a signal to a thread.
 
-/// The calling thread's stack as `[lo, hi)`, or `None` if libc cannot tell.
-pub(crate) fn stack_range() -> Option<(u64, u64)> {
+use super::stack::StackRange;
+
+/// The calling thread's stack, or `None` if libc cannot tell. The only
+/// way to get a [`StackRange`] (the main thread's comes from
+/// `/proc/self/maps`, which glibc reads for it).
+pub(crate) fn stack_range() -> Option<StackRange> {
     // SAFETY: zeroed pthread_attr_t is a valid out-parameter for pthread_getattr_np,
     // which initialises it; we destroy it on every path after a successful init.
     unsafe {
@@ -19,7 +23,39 @@ pub(crate) fn stack_range() -> Option<(u64, u64)> {
             return None;
         }
         let lo = addr as u64;
-        Some((lo, lo.checked_add(size as u64)?))
+        StackRange::new(lo, lo.checked_add(size as u64)?)
+    }
+}
+
+/// The kernel id of the calling thread. AS-safe (a raw syscall).
+#[inline(always)]
+pub(crate) fn gettid() -> i32 {
+    // SAFETY: SYS_gettid takes no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}
+
+/// Sends `sig` to thread `tid` of this process.
+///
+/// `tgkill` by kernel tid, never `pthread_kill`: a `pthread_t` of an exited
+/// thread is undefined behaviour, a stale tid is at worst `ESRCH`.
+pub(crate) fn tgkill(tid: i32, sig: i32) -> std::io::Result<()> {
+    // SAFETY: plain syscall with integer arguments; errors come back as -1/errno.
+    let rc = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, sig) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Whether `sig` is currently blocked in the calling thread's signal mask
+/// (then a sample request would only time out).
+pub(crate) fn blocks_signal(sig: i32) -> bool {
+    // SAFETY: zeroed sigset_t is valid; pthread_sigmask with a null `set` only reads the mask.
+    unsafe {
+        let mut cur: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut cur);
+        libc::sigismember(&cur, sig) == 1
     }
 }
 

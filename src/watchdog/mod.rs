@@ -34,6 +34,7 @@ use crate::episode::{
 use crate::registry::{self, Slot};
 use crate::sampler::{self, Answer, Missed, Pending, RawSample, Target};
 use crate::sys::proc::{self as procfs, Stat, Syscall, ThreadFiles, SYSCALL_LINE};
+use crate::sys::stack::StackRange;
 use policy::{Account, How, Look, Point, Seen, Span};
 
 /// After this many samples in one episode the interval doubles (and again
@@ -989,7 +990,7 @@ impl Watchdog {
 /// again afterwards is the same, byte for byte.
 fn read_blocked(
     files: &ThreadFiles,
-    (lo, hi): (u64, u64),
+    range: StackRange,
     epoch: u64,
     sp: u64,
     pc: u64,
@@ -997,13 +998,13 @@ fn read_blocked(
 ) -> Option<RawSample> {
     // An sp outside the registered stack: another stack (a coroutine's, an
     // emulator's own), nothing to read there.
-    if sp < lo || sp >= hi || sp % 8 != 0 {
+    if !range.contains(sp) || sp % 8 != 0 {
         return None;
     }
     // As much as a signal sample copies (at least enough for the frame
     // records of `fp` mode).
     let want = sampler::copy_bytes().max(32 * 1024);
-    let len = ((hi - sp) as usize).min(want);
+    let len = ((range.hi() - sp) as usize).min(want);
     let mut bytes = vec![0u8; len];
     let n = crate::sys::memory::read(sp, &mut bytes).ok()?;
     let mut again = [0u8; SYSCALL_LINE];
@@ -1015,7 +1016,7 @@ fn read_blocked(
         .chunks_exact(8)
         .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default()))
         .collect();
-    let truncated = (sp + len as u64) < hi;
+    let truncated = (sp + len as u64) < range.hi();
     Some(RawSample::from_stack(epoch, pc, sp, words, truncated))
 }
 
@@ -1080,7 +1081,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let t = std::thread::spawn(move || {
             tx.send((
-                crate::sys::signal::gettid(),
+                crate::sys::thread::gettid(),
                 crate::sys::thread::stack_range().unwrap(),
             ))
             .unwrap();
