@@ -135,7 +135,15 @@ mod imp {
         match entered {
             // Only this thread writes the epoch, and nested polls leave it
             // alone, so it still holds `e`.
-            Entered::Outer(slot, e) => slot.epoch.store(e.wrapping_add(1), Ordering::Release),
+            Entered::Outer(slot, e) => {
+                // A panic passing through: whether it ends the thread shows
+                // when (if) the thread releases its slot at this epoch. One
+                // load of std's global panic count; the store only while unwinding.
+                if std::thread::panicking() {
+                    slot.unwound_at.store(e.wrapping_add(1), Ordering::Relaxed);
+                }
+                slot.epoch.store(e.wrapping_add(1), Ordering::Release)
+            }
             Entered::Nested(slot, outer) => {
                 slot.task_id.store(outer.task_id, Ordering::Relaxed);
                 slot.location.store(outer.location, Ordering::Relaxed);

@@ -36,6 +36,10 @@ pub(crate) struct Slot {
     pub(crate) generation: AtomicU64,
     /// The last owner left while inside a poll (a thread that died stuck).
     pub(crate) exited_in_poll: AtomicBool,
+    /// The (even) epoch a poll ended at by unwinding, a panic passing
+    /// through it; `u64::MAX` (odd, never an epoch after a poll) if none. A
+    /// thread that leaves at that epoch left from inside the poll.
+    pub(crate) unwound_at: AtomicU64,
     /// The epoch and the thread's CPU clock when it registered: a poll first
     /// seen already running is measured from here if it is the thread's
     /// first since registering, instead of losing what it ran before the
@@ -67,6 +71,7 @@ impl Slot {
             tid: AtomicI32::new(0),
             generation: AtomicU64::new(0),
             exited_in_poll: AtomicBool::new(false),
+            unwound_at: AtomicU64::new(u64::MAX),
             registered_epoch: AtomicU64::new(0),
             registered_cpu_ns: AtomicU64::new(0),
             info: Mutex::new(ThreadInfo::default()),
@@ -167,6 +172,7 @@ pub(crate) fn register_current(runtime: Option<Arc<str>>) -> Option<&'static Slo
     slot.location.store(None, Ordering::Relaxed);
     slot.label.store(None, Ordering::Relaxed);
     slot.exited_in_poll.store(false, Ordering::Relaxed);
+    slot.unwound_at.store(u64::MAX, Ordering::Relaxed);
     slot.registered_epoch
         .store(slot.epoch.load(Ordering::Relaxed), Ordering::Relaxed);
     slot.registered_cpu_ns.store(
@@ -196,12 +202,19 @@ fn release(slot: &'static Slot) {
     // not leave a forever-odd epoch for the next owner.
     let e = slot.epoch.load(Ordering::Relaxed);
     let in_poll = e % 2 == 1;
-    slot.exited_in_poll.store(in_poll, Ordering::Relaxed);
+    // A panic unwound out of the poll and no poll began since: the panic is
+    // taking the thread down from inside that poll.
+    let unwound = slot.unwound_at.load(Ordering::Relaxed) == e;
+    slot.exited_in_poll
+        .store(in_poll || unwound, Ordering::Relaxed);
+    slot.tid.store(0, Ordering::Release);
+    // The generation before the epoch: a watchdog that sees this epoch
+    // (it reads the epoch first) sees the thread gone too, and does not
+    // take the exit for the poll returning.
+    slot.generation.fetch_add(1, Ordering::Release);
     if in_poll {
         slot.epoch.store(e.wrapping_add(1), Ordering::Release);
     }
-    slot.tid.store(0, Ordering::Release);
-    slot.generation.fetch_add(1, Ordering::Release);
     let mut t = TABLE.lock().unwrap_or_else(|p| p.into_inner());
     t.free.push(slot);
     VERSION.fetch_add(1, Ordering::Release);

@@ -154,3 +154,104 @@ fn a_thread_that_exits_by_raw_syscall_right_before_finish_is_thread_exited() {
 fn a_thread_that_exits_by_raw_syscall_after_sleeping_is_thread_exited() {
     raw_exit_case("raw_exit_sleep", blocking_sleep, THRESHOLD * 10);
 }
+
+/// The thread's own time in the poll, then how the thread leaves it.
+#[inline(never)]
+fn spin_then_leave() -> Duration {
+    cpu_spin(THRESHOLD * 3)
+}
+
+/// Runs `body` on a thread named `name`, joins it, and returns the one
+/// episode of that thread with its report.
+fn left_in_poll(test: &str, name: &str, body: fn() -> Duration) -> (pollwatch::Report, Duration) {
+    let _s = serial();
+    let guard = config(test).start().unwrap();
+    let truth = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let began = std::time::Instant::now();
+            let r = std::panic::catch_unwind(body);
+            (began.elapsed(), r.is_err())
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+        .0;
+    (guard.finish().unwrap(), truth)
+}
+
+#[test]
+fn a_thread_that_returns_with_a_leaked_poll_guard_is_thread_exited() {
+    let (report, truth) = left_in_poll("leaked_guard", "leaks-guard", || {
+        std::mem::forget(pollwatch::enter_poll());
+        spin_then_leave()
+    });
+    let ep = episode_in(&report, "spin_then_leave");
+    assert_eq!(ep.ended_by(), pollwatch::EndedBy::ThreadExited, "{report}");
+    assert_close(
+        ep,
+        truth,
+        "episode of a thread that left with its guard leaked",
+    );
+}
+
+#[test]
+fn a_thread_whose_poll_panics_out_of_it_is_thread_exited() {
+    let (report, truth) = left_in_poll("panic_out", "panics-out", || {
+        futures::executor::block_on(pollwatch::watch(async {
+            spin_then_leave();
+            panic!("the poll panics and the panic ends its thread");
+        }))
+    });
+    let ep = episode_in(&report, "spin_then_leave");
+    assert_eq!(ep.ended_by(), pollwatch::EndedBy::ThreadExited, "{report}");
+    assert_close(
+        ep,
+        truth,
+        "episode of a thread a panic took out of its poll",
+    );
+}
+
+#[test]
+fn a_panic_a_runtime_catches_leaves_the_poll_returned() {
+    let _s = serial();
+    let guard = config("panic_caught").start().unwrap();
+    let rt = tokio_runtime(1);
+    let (joined, worker_alive) = rt.block_on(async {
+        let joined = tokio::spawn(pollwatch::watch(async {
+            tokio::task::yield_now().await;
+            spin_then_leave();
+            panic!("the poll panics and tokio catches it");
+        }))
+        .await;
+        // The same worker goes on: a later poll there is the proof.
+        let alive = tokio::spawn(async { true }).await.unwrap();
+        (joined, alive)
+    });
+    assert!(joined.is_err() && worker_alive);
+    // The episode ends while the run goes on (the worker is seen to go on),
+    // not only when pollwatch stops: its line is in episodes.jsonl before.
+    let dir =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("pollwatch-tests/panic_caught");
+    let run = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    // Not a tolerance: a guard against waiting forever (the first stack's
+    // debug info takes seconds to load in a debug build on a loaded machine).
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    let line = loop {
+        let text = std::fs::read_to_string(run.join("episodes.jsonl")).unwrap_or_default();
+        if !text.is_empty() || std::time::Instant::now() > until {
+            break text;
+        }
+        std::thread::sleep(THRESHOLD);
+    };
+    assert!(line.contains(r#""ended_by":"poll_returned""#), "{line:?}");
+    let report = guard.finish().unwrap();
+    drop(rt);
+    let ep = episode_in(&report, "spin_then_leave");
+    assert_eq!(ep.ended_by(), pollwatch::EndedBy::PollReturned, "{report}");
+}

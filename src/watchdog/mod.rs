@@ -128,6 +128,25 @@ struct Live {
     held: Vec<(Tag, Duration)>,
     reported: u8,
     excused: Arc<AtomicBool>,
+    /// The poll ended by unwinding (a panic): when that was seen, and
+    /// whether the panic takes the thread with it is still open.
+    unwound: Option<Unwound>,
+}
+
+/// A poll seen ended by unwinding, its episode held open until its thread
+/// either leaves (the panic ends it: `thread_exited`) or goes on.
+#[derive(Debug)]
+struct Unwound {
+    /// The tick that saw it, and the one before: the poll ended in between.
+    seen: Instant,
+    prev_tick: Instant,
+    /// The thread's run-queue wait then, so waiting for a CPU is not taken
+    /// for going on.
+    wait_ns: u64,
+    /// The answer to a signal sent during the poll, taken off the request
+    /// then (a request left answered would wake the watchdog at once, again
+    /// and again, while it waits).
+    late: Option<RawSample>,
 }
 
 /// What the watchdog remembers about one slot.
@@ -441,6 +460,10 @@ impl Watchdog {
     fn check(&mut self, i: usize, now: Instant) -> Option<Instant> {
         let threshold = self.settings.threshold;
         let t = &mut self.tracks[i];
+        // The epoch first: a thread that leaves moves its generation before
+        // the epoch, so an epoch moved by leaving comes with a moved
+        // generation here, and the exit is not taken for a return.
+        let epoch = t.slot.epoch.load(Ordering::Acquire);
         let generation = t.slot.generation.load(Ordering::Acquire);
         if generation != t.generation {
             // The thread left (or the slot was reused by a new thread): did it
@@ -467,9 +490,13 @@ impl Watchdog {
         if t.dead {
             return None;
         }
-        let epoch = t.slot.epoch.load(Ordering::Acquire);
         if epoch != t.epoch {
-            self.end_poll(i, now, EndReason::PollReturned);
+            let reason = match self.after_unwinding(i, now, epoch) {
+                Some(Leaving::Open) => return Some(now + self.settings.interval),
+                Some(Leaving::Gone) => EndReason::ThreadExited,
+                Some(Leaving::WentOn) | None => EndReason::PollReturned,
+            };
+            self.end_poll(i, now, reason);
             let t = &mut self.tracks[i];
             t.epoch = epoch;
             t.first_seen = now;
@@ -576,6 +603,7 @@ impl Watchdog {
             // already passed 2× and 4×: the first report covers those.
             reported: level_of(stuck, self.settings.threshold),
             excused,
+            unwound: None,
         });
         // Started goes ahead of the episode's samples: one queue, in order.
         if !self.out.send(Event::Started(Box::new(started))) {
@@ -892,6 +920,40 @@ impl Watchdog {
         }
     }
 
+    /// For an episode whose poll ended at `epoch` by unwinding (a panic),
+    /// whether the thread is leaving with it; `None` for a poll that
+    /// returned. The thread releases its slot after the unwinding reaches
+    /// its top (a `check` sees its generation move: `thread_exited`); one
+    /// that catches the panic goes on, and after a little own time of its
+    /// own the poll is taken as returned.
+    fn after_unwinding(&mut self, i: usize, now: Instant, epoch: u64) -> Option<Leaving> {
+        let quiet = self.settings.threshold / 4;
+        let t = &mut self.tracks[i];
+        if t.live.is_none() || t.slot.unwound_at.load(Ordering::Relaxed) != epoch {
+            return None;
+        }
+        let prev_tick = t.prev_tick;
+        let Some(sched) = t.files().sched() else {
+            return Some(Leaving::Gone);
+        };
+        let live = t.live.as_mut()?;
+        if live.unwound.is_none() {
+            live.unwound = Some(Unwound {
+                seen: now,
+                prev_tick,
+                wait_ns: sched.wait_ns,
+                late: live.pending.take().and_then(|p| p.cancel()),
+            });
+        }
+        let u = live.unwound.as_ref()?;
+        let waited = Duration::from_nanos(sched.wait_ns.saturating_sub(u.wait_ns));
+        Some(leaving(
+            now.saturating_duration_since(u.seen),
+            waited,
+            quiet,
+        ))
+    }
+
     /// The poll on track `i` ended: close its episode, or, if it was long
     /// only by waiting for a CPU, say which poll was excused.
     fn end_poll(&mut self, i: usize, now: Instant, reason: EndReason) {
@@ -923,18 +985,26 @@ impl Watchdog {
         let Some(mut live) = t.live.take() else {
             return;
         };
+        // A poll that unwound ended before the tick that saw it.
+        let unwound = live.unwound.take();
+        let (now, prev_tick) = unwound
+            .as_ref()
+            .map_or((now, t.prev_tick), |u| (u.seen, u.prev_tick));
         // The poll ended somewhere between the previous tick and now (or
         // now, for one still blocked at stop).
         let end = match reason {
             EndReason::Stopped => now,
             _ => {
-                let prev = t.prev_tick.max(t.acct.map_or(live.start, |a| a.last_at()));
+                let prev = prev_tick.max(t.acct.map_or(live.start, |a| a.last_at()));
                 prev + now.saturating_duration_since(prev) / 2
             }
         };
         let mut events = Vec::new();
         // An answer that arrived for the pending request, taken during the poll.
-        let late = live.pending.take().and_then(|p| p.cancel());
+        let late = match unwound {
+            Some(u) => u.late,
+            None => live.pending.take().and_then(|p| p.cancel()),
+        };
         let mut first = Some(match late {
             Some(raw) if raw.epoch == t.epoch => StackOf::Captured(Box::new(raw)),
             _ if live.has_stack => StackOf::Same,
@@ -973,7 +1043,7 @@ impl Watchdog {
         events.push(Event::Ended {
             id: live.id,
             duration,
-            uncertainty: live.start_uncertainty + now.saturating_duration_since(t.prev_tick) / 2,
+            uncertainty: live.start_uncertainty + now.saturating_duration_since(prev_tick) / 2,
             missed: live.missed,
             on_cpu,
             runnable,
@@ -1048,6 +1118,29 @@ fn reason_at_stop(seen: AtStop) -> EndReason {
         AtStop { returned: true, .. } => EndReason::PollReturned,
         AtStop { alive: false, .. } => EndReason::ThreadExited,
         _ => EndReason::Stopped,
+    }
+}
+
+/// Where a thread stands after a panic unwound out of its poll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Leaving {
+    /// Not known yet: the unwinding may still be on its way to the top.
+    Open,
+    /// The thread went on (the panic was caught, as tokio catches a task's).
+    WentOn,
+    /// The thread is gone.
+    Gone,
+}
+
+/// A thread still holding its slot `wall` after its poll was seen unwound,
+/// `waited` of it for a CPU: once its own time (the rest) reaches `quiet`,
+/// it caught the panic and went on. Leaving takes microseconds of own
+/// time; a loaded machine may keep it from a CPU far longer, and that
+/// does not count.
+fn leaving(wall: Duration, waited: Duration, quiet: Duration) -> Leaving {
+    match wall.saturating_sub(waited) >= quiet {
+        true => Leaving::WentOn,
+        false => Leaving::Open,
     }
 }
 
@@ -1157,6 +1250,23 @@ mod tests {
             ..left
         };
         assert_eq!(reason_at_stop(left_in_poll), EndReason::ThreadExited);
+    }
+
+    #[test]
+    fn a_thread_a_panic_unwound_out_of_its_poll_is_waited_for_by_its_own_time() {
+        let ms = Duration::from_millis;
+        let quiet = ms(5);
+        assert_eq!(leaving(ms(0), ms(0), quiet), Leaving::Open);
+        assert_eq!(
+            leaving(quiet - Duration::from_nanos(1), ms(0), quiet),
+            Leaving::Open
+        );
+        assert_eq!(leaving(quiet, ms(0), quiet), Leaving::WentOn);
+        // A saturated machine: 100 ms later, 97 of them waiting for a CPU.
+        assert_eq!(leaving(ms(100), ms(97), quiet), Leaving::Open);
+        assert_eq!(leaving(ms(100), ms(95), quiet), Leaving::WentOn);
+        // The wait is read at a later tick than the wall time: never negative.
+        assert_eq!(leaving(ms(1), ms(3), quiet), Leaving::Open);
     }
 
     #[test]
