@@ -74,6 +74,21 @@ pub(crate) struct Started {
     pub(crate) excused: Arc<AtomicBool>,
 }
 
+/// How an episode ended, as the watchdog measured it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ended {
+    pub(crate) duration: Duration,
+    /// How far `duration` may be from the truth, from the watchdog's own
+    /// tick timing (large only when the watchdog itself was starved).
+    pub(crate) uncertainty: Duration,
+    pub(crate) missed: u32,
+    /// CPU time of the thread during the poll (from its first look).
+    pub(crate) on_cpu: Duration,
+    /// Time the thread was runnable but not running during the poll.
+    pub(crate) runnable: Duration,
+    pub(crate) reason: EndReason,
+}
+
 /// One message from the watchdog to the report stage.
 #[derive(Debug)]
 pub(crate) enum Event {
@@ -92,16 +107,7 @@ pub(crate) enum Event {
     },
     Ended {
         id: u64,
-        duration: Duration,
-        /// How far `duration` may be from the truth, from the watchdog's own
-        /// tick timing (large only when the watchdog itself was starved).
-        uncertainty: Duration,
-        missed: u32,
-        /// CPU time of the thread during the poll (from its first look).
-        on_cpu: Duration,
-        /// Time the thread was runnable but not running during the poll.
-        runnable: Duration,
-        reason: EndReason,
+        end: Ended,
     },
     /// A long poll excused as waiting for a CPU.
     Descheduled(Box<Descheduled>),

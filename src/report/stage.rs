@@ -12,7 +12,7 @@ use super::flush::Pending;
 use super::stacks::Stacks;
 use super::view;
 use super::{syscalls, EndedBy, Episode, Frame, Report, Stack, ThreadState};
-use crate::episode::{Descheduled, EndReason, Event, StackOf, Started, Tag, WatchdogStats};
+use crate::episode::{Descheduled, EndReason, Ended, Event, StackOf, Started, Tag, WatchdogStats};
 use crate::symbolize::{RawFrame, Symbolizer};
 
 /// Episodes kept in memory for [`Report::episodes`]; later ones are still written.
@@ -215,25 +215,7 @@ impl Stage {
                     }
                 }
             }
-            Event::Ended {
-                id,
-                duration,
-                uncertainty,
-                missed,
-                on_cpu,
-                runnable,
-                reason,
-            } => self.ended(
-                id,
-                Ended {
-                    duration,
-                    uncertainty,
-                    missed,
-                    on_cpu,
-                    runnable,
-                    reason,
-                },
-            ),
+            Event::Ended { id, end } => self.ended(id, end),
             Event::Descheduled(d) => self.descheduled(*d),
             Event::Finished(stats) => self.watchdog = stats,
         }
@@ -576,16 +558,6 @@ fn task_suffix(s: &Started) -> String {
         Some(task) => format!(" of {task}"),
         None => String::new(),
     }
-}
-
-/// What an `Event::Ended` carries, by name.
-struct Ended {
-    duration: Duration,
-    uncertainty: Duration,
-    missed: u32,
-    on_cpu: Duration,
-    runnable: Duration,
-    reason: EndReason,
 }
 
 /// Why a sample has no stack when none was ever taken in its episode.

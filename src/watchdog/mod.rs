@@ -29,7 +29,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::episode::{
-    Descheduled, EndReason, Event, StackOf, Started, Tag, WatchdogStats as Stats,
+    Descheduled, EndReason, Ended, Event, StackOf, Started, Tag, WatchdogStats as Stats,
 };
 use crate::registry::{self, Slot};
 use crate::sampler::{self, Answer, Missed, Pending, RawSample, Target};
@@ -1042,12 +1042,14 @@ impl Watchdog {
             .map_or((Duration::ZERO, Duration::ZERO), |a| a.scaled_to(duration));
         events.push(Event::Ended {
             id: live.id,
-            duration,
-            uncertainty: live.start_uncertainty + now.saturating_duration_since(prev_tick) / 2,
-            missed: live.missed,
-            on_cpu,
-            runnable,
-            reason,
+            end: Ended {
+                duration,
+                uncertainty: live.start_uncertainty + now.saturating_duration_since(prev_tick) / 2,
+                missed: live.missed,
+                on_cpu,
+                runnable,
+                reason,
+            },
         });
         for ev in events {
             self.out.send(ev);
