@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 /// | `POLLWATCH_LIVE` | `0` silences the live stderr lines | on |
 /// | `POLLWATCH_UNWIND` | `auto`, `dwarf` or `fp`: how stacks are unwound ([`Unwind`]) | `auto` |
 /// | `POLLWATCH_STACK_COPY_KIB` | stack bytes copied per sample, in KiB (1 to 1024) | 32 |
+/// | `POLLWATCH_STACK_MEMORY_KIB` | most stack-copy bytes waiting to be unwound, in KiB (0 to 1048576) | 16384 |
 ///
 /// Millisecond values may be fractional (`0.5`).
 ///
@@ -31,7 +32,7 @@ use crate::error::{Error, Result};
 /// it: a load test or a deployment must be able to switch pollwatch off
 /// (`POLLWATCH`), send the artifacts elsewhere (`POLLWATCH_DIR`) and quieten
 /// stderr (`POLLWATCH_LIVE`) without a code change. The others (threshold,
-/// interval, signal, unwind mode, stack copy) are the program's: a value set in code wins, and they
+/// interval, signal, unwind mode, stack copy and memory) are the program's: a value set in code wins, and they
 /// apply only through [`Config::from_env`] (or [`init`](crate::init)), so a
 /// test that asserts on its own threshold cannot be changed under its feet.
 /// The list is [`Config::ENV_OVERRIDES`].
@@ -50,6 +51,7 @@ use crate::error::{Error, Result};
 /// | [`threshold`](Config::threshold) | `POLLWATCH_THRESHOLD_MS` | 100 µs ..= 1 h |
 /// | [`sample_interval`](Config::sample_interval) | `POLLWATCH_INTERVAL_MS` | 100 µs ..= the threshold |
 /// | [`stack_copy_bytes`](Config::stack_copy_bytes) | `POLLWATCH_STACK_COPY_KIB` | 1 KiB ..= 1 MiB ([`Error::SizeOutOfRange`]) |
+/// | [`stack_memory_bytes`](Config::stack_memory_bytes) | `POLLWATCH_STACK_MEMORY_KIB` | 0 ..= 1 GiB ([`Error::SizeOutOfRange`]) |
 ///
 /// Below 100 µs a sample (signal, handler, copy, wake-up) would cost the
 /// stuck thread more than it observes; a poll stuck for over an hour is not
@@ -80,6 +82,7 @@ pub struct Config {
     pub(crate) live: bool,
     pub(crate) unwind: Unwind,
     pub(crate) stack_copy: usize,
+    pub(crate) stack_memory: usize,
 }
 
 /// How a sampled stack is unwound into frames.
@@ -141,6 +144,7 @@ impl Default for Config {
             live: true,
             unwind: Unwind::Auto,
             stack_copy: Self::DEFAULT_STACK_COPY,
+            stack_memory: Self::DEFAULT_STACK_MEMORY,
         }
     }
 }
@@ -159,6 +163,10 @@ impl Config {
     /// stacks (a stack deeper than this is unwound by its frame records past
     /// the copy, and flagged `truncated` in `episodes.jsonl`).
     pub const DEFAULT_STACK_COPY: usize = 32 * 1024;
+    /// The most bytes of stack copies waiting to be unwound (see
+    /// [`stack_memory_bytes`](Config::stack_memory_bytes)): 512 default-size
+    /// copies, half a second of samples at the default interval.
+    pub const DEFAULT_STACK_MEMORY: usize = 16 * 1024 * 1024;
 
     /// The environment variables that [`start`](Config::start) applies over a
     /// configuration set in code (see [above](Config#which-variables-override-code)).
@@ -249,6 +257,18 @@ impl Config {
                 }
             }
         }
+        if let Some(v) = lookup(STACK_MEMORY_ENV) {
+            match v.trim().parse::<usize>() {
+                Ok(k) => self.stack_memory = k.saturating_mul(1024),
+                Err(_) => {
+                    return Err(Error::Env {
+                        var: STACK_MEMORY_ENV,
+                        value: v,
+                        expected: "a whole number of KiB from 0 to 1048576",
+                    })
+                }
+            }
+        }
         Ok(self)
     }
 
@@ -304,6 +324,21 @@ impl Config {
         self
     }
 
+    /// Sets the most bytes that stack copies waiting to be unwound may hold
+    /// (0 to 1 GiB, default
+    /// [`DEFAULT_STACK_MEMORY`](Config::DEFAULT_STACK_MEMORY)). When the
+    /// report stage falls behind and a sample's copy would pass this, the
+    /// sample keeps its time and thread state, on the episode's previous
+    /// stack, and loses only its copy; it is counted in
+    /// [`Counters::dropped_samples`](crate::Counters::dropped_samples). An
+    /// episode's first stack is always kept, so the bound is this plus one
+    /// copy per episode whose first stack is still waiting. `0` keeps just
+    /// the first stack of each episode.
+    pub fn stack_memory_bytes(mut self, bytes: usize) -> Self {
+        self.stack_memory = bytes;
+        self
+    }
+
     /// Enables or disables pollwatch; a disabled config starts nothing.
     /// `POLLWATCH` in the environment overrides it (either way: `POLLWATCH=1`
     /// turns on a configuration disabled in code).
@@ -343,6 +378,15 @@ impl Config {
                 value: self.stack_copy,
                 min: *STACK_COPY.start(),
                 max: *STACK_COPY.end(),
+            });
+        }
+        if !STACK_MEMORY.contains(&self.stack_memory) {
+            return Err(Error::SizeOutOfRange {
+                setting: "stack_memory_bytes",
+                env: STACK_MEMORY_ENV,
+                value: self.stack_memory,
+                min: *STACK_MEMORY.start(),
+                max: *STACK_MEMORY.end(),
             });
         }
         parse_signal(&self.signal).ok_or_else(|| Error::UnknownSignal {
@@ -389,6 +433,11 @@ impl DurationRule {
 pub(crate) const STACK_COPY: std::ops::RangeInclusive<usize> = 1024..=1024 * 1024;
 /// Its variable, in KiB.
 const STACK_COPY_ENV: &str = "POLLWATCH_STACK_COPY_KIB";
+/// Bytes of stack copies in flight: from none past each episode's first
+/// stack to more than any report stage needs.
+pub(crate) const STACK_MEMORY: std::ops::RangeInclusive<usize> = 0..=1 << 30;
+/// Its variable, in KiB.
+const STACK_MEMORY_ENV: &str = "POLLWATCH_STACK_MEMORY_KIB";
 
 /// The largest threshold: a poll stuck for an hour is not "blocking" any
 /// more, and with this cap every deadline pollwatch computes (`now +
@@ -567,8 +616,10 @@ mod tests {
                 ("POLLWATCH", "on"),
                 ("POLLWATCH_UNWIND", "FP"),
                 ("POLLWATCH_STACK_COPY_KIB", "64"),
+                ("POLLWATCH_STACK_MEMORY_KIB", "0"),
             ]))
             .unwrap();
+        assert_eq!(c.stack_memory, 0);
         assert_eq!(c.unwind, Unwind::FramePointers);
         assert_eq!(c.stack_copy, 64 * 1024);
         assert_eq!(c.threshold, Duration::from_millis(50));
@@ -607,6 +658,8 @@ mod tests {
             ("POLLWATCH_UNWIND", "libunwind"),
             ("POLLWATCH_STACK_COPY_KIB", "-1"),
             ("POLLWATCH_STACK_COPY_KIB", "32k"),
+            ("POLLWATCH_STACK_MEMORY_KIB", "16M"),
+            ("POLLWATCH_STACK_MEMORY_KIB", "-1"),
         ] {
             let pairs: &'static [(&'static str, &'static str)] = Box::leak(Box::new([(var, val)]));
             let err = Config::default().apply_env(env(pairs)).unwrap_err();
@@ -652,6 +705,41 @@ mod tests {
             msg.contains("stack_copy_bytes") && msg.contains("POLLWATCH_STACK_COPY_KIB"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn stack_memory_bounds_are_the_same_from_env_and_code() {
+        for (kib, ok) in [
+            ("0", true),
+            ("16384", true),
+            ("1048576", true),
+            ("1048577", false),
+            ("18446744073709551615", false),
+        ] {
+            let pairs: &'static [(&'static str, &'static str)] =
+                Box::leak(Box::new([("POLLWATCH_STACK_MEMORY_KIB", kib)]));
+            let from_env = Config::default().apply_env(env(pairs)).unwrap();
+            let bytes = kib.parse::<usize>().unwrap().saturating_mul(1024);
+            let from_code = Config::default().stack_memory_bytes(bytes);
+            for c in [&from_env, &from_code] {
+                match c.validate() {
+                    Ok(_) => assert!(ok, "{kib} KiB accepted"),
+                    Err(Error::SizeOutOfRange {
+                        setting,
+                        value,
+                        max,
+                        ..
+                    }) => {
+                        assert!(!ok, "{kib} KiB refused");
+                        assert_eq!(
+                            (setting, value, max),
+                            ("stack_memory_bytes", bytes, 1 << 30)
+                        );
+                    }
+                    Err(e) => panic!("{kib}: {e:?}"),
+                }
+            }
+        }
     }
 
     #[test]

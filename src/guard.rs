@@ -212,6 +212,7 @@ fn start_running(cfg: &Config, signal: i32, pid: u32) -> Result<Running> {
         threshold: cfg.threshold,
         interval: cfg.interval,
         signal,
+        stack_memory: cfg.stack_memory,
     };
     let wd_stop = stop.clone();
     let watchdog = std::thread::Builder::new()

@@ -447,7 +447,10 @@ pub struct Counters {
     pub unsampled: u64,
     /// Sample signals that got no answer in time (thread exiting, signal blocked).
     pub missed_samples: u64,
-    /// Samples dropped because the report stage fell behind.
+    /// Samples that lost their stack because the report stage fell behind
+    /// (too many queued, or their copies would pass
+    /// [`Config::stack_memory_bytes`](crate::Config::stack_memory_bytes)):
+    /// their time and state are kept, on the episode's previous stack.
     pub dropped_samples: u64,
     /// Episodes beyond the in-memory limit (still in `episodes.jsonl`).
     pub dropped_episodes: u64,

@@ -143,7 +143,10 @@ pub(crate) fn text(r: &Report) -> String {
             c.missed_samples,
             "samples missed (thread exited or did not answer in time)",
         ),
-        (c.dropped_samples, "samples dropped (report stage behind)"),
+        (
+            c.dropped_samples,
+            "samples kept without their stack (report stage behind)",
+        ),
         (
             c.dropped_episodes,
             "episodes kept only in episodes.jsonl (memory limit)",

@@ -22,6 +22,7 @@
 //! first arms that buffer (never by the handler), so that the stack can be
 //! unwound later with the unwind tables (`crate::unwind`).
 
+pub(crate) mod budget;
 pub(crate) mod latency;
 pub(crate) mod unwind;
 
@@ -133,6 +134,7 @@ impl SampleBuf {
                 .map(|a| a.load(Ordering::Relaxed))
                 .collect(),
             truncated: self.truncated.load(Ordering::Relaxed),
+            charge: budget::Charge::default(),
         };
         self.tid.store(0, Ordering::Relaxed);
         self.state.store(IDLE, Ordering::Release);
@@ -265,6 +267,9 @@ pub(crate) struct RawSample {
     /// The copy stopped before the top of the stack (the configured size was
     /// reached): an unwind that runs off its end is cut there.
     pub(crate) truncated: bool,
+    /// This sample's share of the bytes in flight, once queued for the
+    /// report stage ([`budget`]).
+    pub(crate) charge: budget::Charge,
 }
 
 impl RawSample {
@@ -300,7 +305,13 @@ impl RawSample {
             frames,
             copy,
             truncated,
+            charge: budget::Charge::default(),
         }
+    }
+
+    /// The heap bytes this sample holds while queued: its copy and frames.
+    pub(crate) fn held_bytes(&self) -> usize {
+        std::mem::size_of::<RawSample>() + 8 * (self.copy.capacity() + self.frames.capacity())
     }
 }
 

@@ -32,7 +32,7 @@ use crate::episode::{
     Descheduled, EndReason, Ended, Event, StackOf, Started, Tag, WatchdogStats as Stats,
 };
 use crate::registry::{self, Slot};
-use crate::sampler::{self, Answer, Missed, Pending, RawSample, Target};
+use crate::sampler::{self, budget, Answer, Missed, Pending, RawSample, Target};
 use crate::sys::proc::{self as procfs, Stat, Syscall, ThreadFiles, SYSCALL_LINE};
 use crate::sys::stack::StackRange;
 use policy::{Account, How, Look, Point, Seen, Span};
@@ -52,6 +52,8 @@ pub(crate) struct Settings {
     pub(crate) threshold: Duration,
     pub(crate) interval: Duration,
     pub(crate) signal: i32,
+    /// The most bytes of stack copies queued for the report stage.
+    pub(crate) stack_memory: usize,
 }
 
 /// Stop flag plus the condvar the watchdog sleeps on.
@@ -241,7 +243,9 @@ impl Track {
 /// Events on their way to the report stage, in order. The watchdog never
 /// waits for the report stage (symbolizing can fall behind, a debug build's
 /// especially): what the channel has no room for waits here, and past a
-/// bound samples wait without their stack, their time kept.
+/// bound (in events here, in bytes of stack copies anywhere before the
+/// report stage unwinds them: `sampler::budget`) samples wait without their
+/// stack, their time kept.
 struct Outbox {
     tx: SyncSender<Event>,
     backlog: std::collections::VecDeque<Event>,
@@ -249,6 +253,8 @@ struct Outbox {
     dropped: u64,
     /// Episodes with a stack queued already: only those lose later ones.
     with_stack: std::collections::HashSet<u64>,
+    /// The cap on bytes of stack copies in flight.
+    stack_memory: usize,
 }
 
 /// Events the backlog keeps whole; beyond, samples lose their stack.
@@ -260,14 +266,27 @@ impl Outbox {
         let ev = match ev {
             Event::Sample {
                 id,
-                stack: StackOf::Captured(_),
+                stack: StackOf::Captured(mut raw),
                 weight_us,
                 tag,
-            } if self.backlog.len() >= BACKLOG_STACKS && self.with_stack.contains(&id) => {
-                self.dropped += 1;
+            } => {
+                let bytes = raw.held_bytes();
+                let stack = if budget::keeps_stack(
+                    !self.with_stack.contains(&id),
+                    self.backlog.len() >= BACKLOG_STACKS,
+                    budget::in_flight(),
+                    bytes,
+                    self.stack_memory,
+                ) {
+                    raw.charge = budget::Charge::new(bytes);
+                    StackOf::Captured(raw)
+                } else {
+                    self.dropped += 1;
+                    StackOf::Same
+                };
                 Event::Sample {
                     id,
-                    stack: StackOf::Same,
+                    stack,
                     weight_us,
                     tag,
                 }
@@ -352,6 +371,7 @@ impl Watchdog {
                 "pollwatch: process_vm_readv is refused here (a seccomp profile, an emulator?): threads \
                  blocked in the kernel are sampled with the signal, which may interrupt their sleep (EINTR)");
         }
+        let stack_memory = settings.stack_memory;
         Watchdog {
             settings,
             out: Outbox {
@@ -359,6 +379,7 @@ impl Watchdog {
                 backlog: std::collections::VecDeque::new(),
                 dropped: 0,
                 with_stack: std::collections::HashSet::new(),
+                stack_memory,
             },
             stop,
             stats: Stats::default(),
