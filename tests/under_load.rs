@@ -29,7 +29,7 @@ fn raw_call_is_not_interrupted(
     f: fn() -> (i64, Duration),
 ) {
     let _s = serial();
-    let (report, (rc, took)) = caught_with(test, f);
+    let (report, (rc, took)) = caught(test, f);
     assert_eq!(
         rc, 0,
         "{function} was interrupted (returned {rc}) after {took:?}:\n{report}"
@@ -44,22 +44,6 @@ fn raw_call_is_not_interrupted(
         "state {state}, not {syscall}:\n{report}"
     );
     assert_eq!(report.counters().missed_samples, 0, "{report}");
-}
-
-/// `caught` for a blocker that returns more than its duration.
-fn caught_with<T: Send + 'static>(
-    test: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> (pollwatch::Report, T) {
-    let guard = config(test).start().unwrap();
-    let rt = tokio_runtime(2);
-    let task = pollwatch::watch(async move {
-        tokio::task::yield_now().await;
-        f()
-    });
-    let out = rt.block_on(async { tokio::spawn(task).await.unwrap() });
-    drop(rt);
-    (guard.finish().unwrap(), out)
 }
 
 fn errno_or(rc: i64) -> i64 {
@@ -183,7 +167,7 @@ fn long_reads_inside_the_kernel_are_one_episode() {
     long_kernel_reads(&path, &mut buf);
     // The buffer goes back out of the poll: freeing it there would be part
     // of the poll, and not of what the reads measured.
-    let (report, ((took, cpu), _buf)) = caught_with("kernel_reads", move || {
+    let (report, ((took, cpu), _buf)) = caught("kernel_reads", move || {
         (long_kernel_reads(&path, &mut buf), buf)
     });
     let ep = episode_in(&report, "long_kernel_reads");

@@ -158,13 +158,14 @@ pub fn episode_in<'r>(report: &'r pollwatch::Report, function: &'r str) -> &'r p
 }
 
 /// Runs `block` inside one watched task poll on a two-worker runtime and
-/// returns (report, time `block` measured itself). The task is watched at
-/// the caller's line.
+/// returns the report and what `block` returned: for most blockers the time
+/// they measured themselves, for some that and more (a return code, a buffer
+/// to free outside the poll). The task is watched at the caller's line.
 #[track_caller]
-pub fn caught(
+pub fn caught<T: Send + 'static>(
     test: &str,
-    block: impl FnOnce() -> Duration + Send + 'static,
-) -> (pollwatch::Report, Duration) {
+    block: impl FnOnce() -> T + Send + 'static,
+) -> (pollwatch::Report, T) {
     let guard = config(test).start().unwrap();
     let rt = tokio_runtime(2);
     let task = pollwatch::watch(async move {
@@ -173,9 +174,9 @@ pub fn caught(
         tokio::task::yield_now().await;
         block()
     });
-    let truth = rt.block_on(async { tokio::spawn(task).await.unwrap() });
+    let out = rt.block_on(async { tokio::spawn(task).await.unwrap() });
     drop(rt);
-    (guard.finish().unwrap(), truth)
+    (guard.finish().unwrap(), out)
 }
 
 /// A multi-thread tokio runtime hooked up to pollwatch.
