@@ -466,12 +466,14 @@ impl Watchdog {
         self.refresh(now);
         let mut wake = now.checked_add(self.idle_tick()).unwrap_or(now);
         for i in 0..self.tracks.len() {
-            if let Some(w) = self.check(i, now) {
+            // Each slot is dated by its own look, not by the tick's start:
+            // a watchdog preempted mid-tick on a saturated machine (measured:
+            // up to 8 ms) would otherwise date a poll's end before it happened.
+            let at = if i == 0 { now } else { Instant::now() };
+            if let Some(w) = self.check(i, at) {
                 wake = wake.min(w);
             }
-        }
-        for t in &mut self.tracks {
-            t.prev_tick = now;
+            self.tracks[i].prev_tick = at;
         }
         self.last_tick = now;
         wake.max(now + Duration::from_micros(100))
@@ -723,6 +725,12 @@ impl Watchdog {
         if seen == Seen::Gone {
             t.dead = true;
             self.end_episode(i, now, EndReason::ThreadExited);
+            return;
+        }
+        // The poll returned while we read: what we read is the thread after
+        // it (parked, say), not the poll. The next tick ends the episode,
+        // its tail split as the last look inside the poll saw it.
+        if slot.epoch.load(Ordering::Acquire) != epoch {
             return;
         }
         // Woken between the two reads: running, then.
