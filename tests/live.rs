@@ -15,6 +15,13 @@ use std::time::Duration;
 use support::*;
 
 const CHILD: &str = "POLLWATCH_TEST_LIVE_CHILD";
+const THRESHOLD_MS: u64 = THRESHOLD.as_millis() as u64;
+
+/// The milliseconds of a "still blocked after N ms" line.
+fn still_blocked_ms(line: &str) -> Option<u64> {
+    let rest = line.split("still blocked after ").nth(1)?;
+    rest.split(" ms").next()?.parse().ok()
+}
 
 /// Blocks the calling worker until the parent process writes a line.
 #[inline(never)]
@@ -73,7 +80,9 @@ fn the_episode_is_reported_while_the_worker_is_still_stuck() {
         }
     });
     // Wait (bounded, so a broken build fails instead of hanging) for the first
-    // line and both re-reports while the worker is still blocked.
+    // line and the re-report at 4× the threshold while the worker is still
+    // blocked. A watchdog kept from its CPU (a loaded machine) may first look
+    // again past 4×: that one line then covers both levels.
     let mut while_stuck = Vec::new();
     let wait = Duration::from_secs(120);
     while !(while_stuck
@@ -81,9 +90,8 @@ fn the_episode_is_reported_while_the_worker_is_still_stuck() {
         .any(|l: &String| l.contains("in one poll"))
         && while_stuck
             .iter()
-            .filter(|l| l.contains("still blocked"))
-            .count()
-            >= 2)
+            .filter_map(|l| still_blocked_ms(l))
+            .any(|ms| ms >= 4 * THRESHOLD_MS))
     {
         match rx.recv_timeout(wait) {
             Ok(line) => while_stuck.push(line),
@@ -117,14 +125,23 @@ fn the_episode_is_reported_while_the_worker_is_still_stuck() {
         .find(|l| l.contains("ended after"))
         .expect("an end line");
     assert!(end.contains("wait_for_parent"), "{end}");
-    let progress = while_stuck
+    let progress: Vec<u64> = while_stuck
         .iter()
         .chain(&after)
-        .filter(|l| l.contains("still blocked"))
-        .count();
-    assert_eq!(
-        progress, 2,
+        .filter_map(|l| still_blocked_ms(l))
+        .collect();
+    // At 2× and at 4× the threshold only, or once past 4× for both.
+    let levels: Vec<u64> = progress
+        .iter()
+        .map(|&ms| if ms >= 4 * THRESHOLD_MS { 4 } else { 2 })
+        .collect();
+    assert!(
+        levels == [2, 4] || levels == [4],
         "re-reported at 2× and 4× the threshold only: {while_stuck:#?} {after:#?}"
+    );
+    assert!(
+        progress.iter().all(|&ms| ms >= 2 * THRESHOLD_MS),
+        "{progress:?}"
     );
     assert!(
         after.last().unwrap().contains("1 blocking episode"),
