@@ -141,6 +141,11 @@ impl Symbolizer {
                 // register), the records found by the scan carry on from the
                 // last frame both saw.
                 let u = self.unwind_cfi(raw);
+                if u.exact {
+                    // Unwound to the root without needing the frame
+                    // pointer: nothing was guessed, so nothing to weigh.
+                    return u.frames;
+                }
                 let mut out = match u.end {
                     End::Root => u.frames,
                     End::Broke { sp, fp } => self.carry_on(raw, u.frames, sp, fp),
@@ -212,6 +217,7 @@ impl Symbolizer {
             return unwinds.pop().unwrap_or(crate::unwind::Unwound {
                 frames: vec![RawFrame::Pc(raw.regs.pc)],
                 end: End::Root,
+                exact: false,
             });
         }
         // Several guesses of the frame pointer (a sample without registers):
@@ -957,6 +963,41 @@ mod tests {
                     .any(|f| f.function.contains("a_sample_without_registers")),
                 "{mode}: {names:#?}"
             );
+        }
+    }
+
+    /// A sample without registers whose unwind never needs the frame
+    /// pointer (every frame finds its caller from `sp`, as all do in a build
+    /// without frame pointers) is unwound exactly: the frames the real
+    /// registers give, nothing guessed, and no guess can displace it.
+    #[test]
+    fn a_sample_without_registers_that_needs_no_frame_pointer_is_unwound_exactly() {
+        crate::sys::signal::install(libc::SIGURG).unwrap();
+        let raw = capture_here().expect("self-capture");
+        let bare =
+            RawSample::from_stack(0, raw.regs.pc, raw.regs.sp, raw.copy.clone(), raw.truncated);
+        let mut fp = Symbolizer::with_mode(Unwind::FramePointers);
+        let with_signal = fp.unwind(&raw);
+        let fp_build = fp
+            .symbolize(&with_signal)
+            .iter()
+            .any(|f| f.function.contains("needs_no_frame_pointer"));
+        let mut sym = Symbolizer::with_mode(Unwind::Dwarf);
+        let with_regs = sym.unwind_cfi(&raw);
+        let without = sym.unwind_cfi(&bare);
+        if !fp_build {
+            assert!(
+                without.exact,
+                "no frame pointers anywhere, yet the unwind needed one: {without:?}"
+            );
+        }
+        if without.exact {
+            assert_eq!(without.end, End::Root);
+            assert_eq!(without.frames, with_regs.frames);
+            for mode in [Unwind::Auto, Unwind::Dwarf] {
+                let mut s = Symbolizer::with_mode(mode);
+                assert_eq!(s.unwind(&bare), with_regs.frames, "{mode}");
+            }
         }
     }
 

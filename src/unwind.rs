@@ -59,6 +59,13 @@ const MAX_DEPTH: usize = 256;
 /// Frame-pointer values tried for a sample taken without registers.
 const FP_CANDIDATES: usize = 12;
 
+/// The frame pointer a sample without one is first unwound with: not 0
+/// (which framehop reads as the end of the chain), and so far below any
+/// stack that every address derived from it (`fp + offset`) lies outside
+/// the copy, so a rule that needs the frame pointer fails instead of
+/// reading a wrong word.
+const NO_FP: u64 = 8;
+
 /// The bytes an unwind table may take in memory; a bound on what is copied.
 const MAX_TABLE_BYTES: u64 = 256 << 20;
 
@@ -78,6 +85,9 @@ pub(crate) enum End {
 pub(crate) struct Unwound {
     pub(crate) frames: Vec<RawFrame>,
     pub(crate) end: End,
+    /// No guessed register went into it: the sample's own registers, or a
+    /// sample without a frame pointer whose unwind never needed one.
+    pub(crate) exact: bool,
 }
 
 /// The unwind tables of every loaded object.
@@ -120,9 +130,13 @@ impl Cfi {
     ///
     /// A sample taken without a signal has no frame-pointer register, and a
     /// rule that uses it (any function that keeps a frame pointer) needs its
-    /// value: then this returns one unwind per candidate value (the start of
-    /// the first plausible chain, and each of the innermost words that could
-    /// be a frame record, the word above it being a return address), for the
+    /// value. First it is unwound without one ([`NO_FP`]): an unwind that
+    /// reaches the root that way never needed it (the syscall wrapper and
+    /// its callers find their frames from `sp`, as in a build without frame
+    /// pointers) and is exact, so it is the only one returned. Otherwise
+    /// this returns one unwind per candidate value (the start of the first
+    /// plausible chain, and each of the innermost words that could be a
+    /// frame record, the word above it being a return address), for the
     /// caller to pick the one whose calls check out.
     pub(crate) fn unwind(
         &mut self,
@@ -130,7 +144,14 @@ impl Cfi {
         is_code: impl Fn(u64) -> bool,
     ) -> Vec<Unwound> {
         if raw.regs.fp != 0 {
-            return vec![self.unwind_from(raw, raw.regs.fp, &is_code)];
+            let mut u = self.unwind_from(raw, raw.regs.fp, &is_code);
+            u.exact = true;
+            return vec![u];
+        }
+        let mut without = self.unwind_from(raw, NO_FP, &is_code);
+        if without.end == End::Root {
+            without.exact = true;
+            return vec![without];
         }
         let probe = |addr| copied_word(raw, addr);
         let mut candidates = vec![crate::sampler::unwind::start_fp(raw.regs.sp, 0, &probe)];
@@ -164,7 +185,13 @@ impl Cfi {
                         frames.push(RawFrame::Return(ra));
                         at = next;
                     }
-                    None => return Unwound { frames, end: broke },
+                    None => {
+                        return Unwound {
+                            frames,
+                            end: broke,
+                            exact: false,
+                        }
+                    }
                 },
                 // On aarch64 a leaf returns through `lr`; a sample taken
                 // without a signal has none (0), which framehop reads as the
@@ -172,21 +199,33 @@ impl Cfi {
                 Ok(None)
                     if frames.len() == 1 && raw.regs.lr == 0 && cfg!(target_arch = "aarch64") =>
                 {
-                    return Unwound { frames, end: broke }
+                    return Unwound {
+                        frames,
+                        end: broke,
+                        exact: false,
+                    }
                 }
                 Ok(None) => {
                     return Unwound {
                         frames,
                         end: End::Root,
+                        exact: false,
                     }
                 }
-                Ok(Some(_)) | Err(_) => return Unwound { frames, end: broke },
+                Ok(Some(_)) | Err(_) => {
+                    return Unwound {
+                        frames,
+                        end: broke,
+                        exact: false,
+                    }
+                }
             }
         }
         let (sp, fp) = arch::sp_fp(&regs);
         Unwound {
             frames,
             end: End::Broke { sp, fp },
+            exact: false,
         }
     }
 }
