@@ -132,3 +132,29 @@ pub(crate) fn request_short_slices(slice: std::time::Duration) -> bool {
     let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
     rc == 0
 }
+
+/// Runs `f` on a thread that libc starts directly, so its stack holds no
+/// frame of std's (which is built with frame pointers): only `f`, this
+/// file's trampoline and glibc's thread start. For the unwinder's tests.
+/// `f` must not panic (a panic cannot leave an `extern "C"` function).
+#[cfg(test)]
+pub(crate) fn run_on_a_libc_thread(f: fn()) {
+    extern "C" fn start(arg: *mut libc::c_void) -> *mut libc::c_void {
+        // SAFETY: `arg` is the `fn()` that `run_on_a_libc_thread` passed to
+        // pthread_create, cast to a pointer (same size, a valid fn pointer).
+        let f = unsafe { std::mem::transmute::<*mut libc::c_void, fn()>(arg) };
+        f();
+        std::ptr::null_mut()
+    }
+    // SAFETY: an all-zero pthread_t is a valid out-parameter value.
+    let mut t: libc::pthread_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `t` is a valid out-pointer, null attributes mean the defaults,
+    // `start` has the C signature pthread_create expects, and the argument
+    // is a plain fn pointer that outlives the thread (it is 'static).
+    let rc =
+        unsafe { libc::pthread_create(&mut t, std::ptr::null(), start, f as *mut libc::c_void) };
+    assert_eq!(rc, 0, "pthread_create");
+    // SAFETY: `t` is the joinable thread just created, joined once.
+    let rc = unsafe { libc::pthread_join(t, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "pthread_join");
+}
