@@ -74,11 +74,18 @@ fn a_zero_cap_keeps_each_episodes_first_stack_and_all_its_time() {
     let on_cpu: Duration = ep
         .stacks()
         .iter()
-        .filter(|s| s.state == pollwatch::ThreadState::OnCpu)
+        .filter(|s| {
+            matches!(
+                s.state,
+                pollwatch::ThreadState::OnCpu | pollwatch::ThreadState::Syscall(_)
+            )
+        })
         .map(|s| s.weight)
         .sum();
+    // The thread's CPU time includes its time in the kernel (the spin reads
+    // its CPU clock with a syscall), which the samples tag `syscall`.
     assert!(
-        on_cpu.abs_diff(ep.on_cpu()) <= INTERVAL * 2 + ep.duration_uncertainty() * 2,
+        on_cpu.abs_diff(ep.on_cpu()) <= tolerance() + ep.duration_uncertainty() * 2,
         "{on_cpu:?} of the episode's {:?} on CPU kept as on-CPU: {ep:?}",
         ep.on_cpu()
     );
