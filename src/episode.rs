@@ -124,6 +124,8 @@ pub(crate) struct WatchdogStats {
     pub(crate) missed: u64,
     /// Samples dropped because the report stage fell behind.
     pub(crate) dropped: u64,
+    /// Polls that may have been long, unseen while the watchdog was late.
+    pub(crate) unseen: u64,
     /// Signal sent to stack in hand, for every answered sample.
     pub(crate) capture_latency: crate::sampler::latency::Histogram,
     /// Time of each stack read without a signal.

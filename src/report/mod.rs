@@ -458,6 +458,13 @@ pub struct Counters {
     pub suppressed_lines: u64,
     /// Threads not watched because the registry was full.
     pub unwatched_threads: u64,
+    /// Polls that began and ended between two looks of the watchdog more
+    /// than a threshold apart (its thread was kept from a CPU, on a machine
+    /// short of one), so they may have been longer than the threshold
+    /// without being seen: at most one per threshold of the gap, per
+    /// thread. An upper bound on the episodes missed; 0 when the watchdog
+    /// always looked in time.
+    pub unseen_polls: u64,
 }
 
 /// A poll longer than the threshold in wall time that was not reported,

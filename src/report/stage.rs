@@ -483,6 +483,7 @@ impl Stage {
         c.dropped_samples = self.watchdog.dropped;
         c.suppressed_lines = self.limit.suppressed;
         c.unwatched_threads = crate::registry::overflow() as u64;
+        c.unseen_polls = self.watchdog.unseen;
         let lat = &self.watchdog.capture_latency;
         self.report.overhead = super::Overhead {
             samples_captured: lat.count(),

@@ -156,6 +156,10 @@ pub(crate) fn text(r: &Report) -> String {
             "live lines suppressed by the rate limit",
         ),
         (c.unwatched_threads, "threads not watched (registry full)"),
+        (
+            c.unseen_polls,
+            "polls that may have been long went unseen (pollwatch's own thread was kept from a CPU)",
+        ),
     ]
     .into_iter()
     .filter(|(n, _)| *n > 0)

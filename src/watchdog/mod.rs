@@ -177,6 +177,9 @@ struct Track {
     candidate: bool,
     /// The thread is gone without releasing its slot (a raw `exit`).
     dead: bool,
+    /// This epoch was first seen at a look more than a threshold after the
+    /// one before: the poll's start, and its time before, went unseen.
+    seen_late: bool,
     files: Option<ThreadFiles>,
     live: Option<Live>,
 }
@@ -200,6 +203,7 @@ impl Track {
             detect_cpu: Duration::ZERO,
             candidate: false,
             dead: false,
+            seen_late: false,
             files: None,
             live: None,
         };
@@ -488,6 +492,23 @@ impl Watchdog {
         // generation here, and the exit is not taken for a return.
         let epoch = t.slot.epoch.load(Ordering::Acquire);
         let generation = t.slot.generation.load(Ordering::Acquire);
+        // Epochs run on across a slot's owners, so this holds for a thread
+        // that came and went between the looks too.
+        // A poll in progress at the last look and not judged yet (an
+        // episode, or a candidate that ends as excused) is unseen too if it
+        // ended meanwhile.
+        let unjudged = t.epoch % 2 == 1 && t.live.is_none() && !t.candidate;
+        let gap = now.saturating_duration_since(t.prev_tick);
+        self.stats.unseen += unseen_polls(
+            t.epoch,
+            epoch,
+            Unjudged {
+                open: unjudged,
+                seen_late: t.seen_late,
+            },
+            gap,
+            threshold,
+        );
         if generation != t.generation {
             // The thread left (or the slot was reused by a new thread): did it
             // leave from inside the poll, or after the poll returned?
@@ -522,6 +543,7 @@ impl Watchdog {
             self.end_poll(i, now, reason);
             let t = &mut self.tracks[i];
             t.epoch = epoch;
+            t.seen_late = gap > threshold;
             t.first_seen = now;
             t.seen_after = t.prev_tick;
             t.acct = None;
@@ -1121,6 +1143,48 @@ fn read_blocked(
     Some(RawSample::from_stack(epoch, pc, sp, words, truncated))
 }
 
+/// The poll in progress at a look, as the watchdog left it.
+#[derive(Clone, Copy, Debug)]
+struct Unjudged {
+    /// Under the threshold so far: neither an episode nor a candidate.
+    open: bool,
+    /// First seen at a look that came more than a threshold late.
+    seen_late: bool,
+}
+
+/// How many polls that ended between a look at epoch `seen` and the next
+/// at epoch `now`, `gap` later, may have been longer than the threshold
+/// without being judged: those that began after the first look, and the
+/// one in progress then if it was `unjudged` (under the threshold so far).
+/// If the looks came in time (a gap under the threshold: the second was
+/// due when a poll seen at the first would cross it), only that one, if
+/// it was itself first seen late. They ran one after another on one
+/// thread, so at most one per threshold of the gap.
+fn unseen_polls(
+    seen: u64,
+    now: u64,
+    unjudged: Unjudged,
+    gap: Duration,
+    threshold: Duration,
+) -> u64 {
+    if now <= seen {
+        return 0;
+    }
+    let open = u64::from(unjudged.open && seen % 2 == 1);
+    if gap <= threshold {
+        // In time, but the poll open at the first look had been first seen
+        // late: its time before that went unmeasured.
+        return open * u64::from(unjudged.seen_late);
+    }
+    // Whole polls are the odd epochs `o` with seen < o and o + 1 <= now.
+    let whole = match now > seen.wrapping_add(1) {
+        true => now / 2 - seen.div_ceil(2),
+        false => 0,
+    };
+    let room = (gap.as_nanos() / threshold.as_nanos().max(1)) as u64;
+    (whole + open).min(room)
+}
+
 /// What the watchdog sees of a stuck poll's thread when it stops.
 #[derive(Clone, Copy, Debug, Default)]
 struct AtStop {
@@ -1298,6 +1362,46 @@ mod tests {
         assert_eq!(leaving(ms(100), ms(95), quiet), Leaving::WentOn);
         // The wait is read at a later tick than the wall time: never negative.
         assert_eq!(leaving(ms(1), ms(3), quiet), Leaving::Open);
+    }
+
+    #[test]
+    fn polls_that_came_and_went_while_the_watchdog_was_late() {
+        let ms = Duration::from_millis;
+        let t = ms(1);
+        let open = Unjudged {
+            open: true,
+            seen_late: false,
+        };
+        let judged = Unjudged {
+            open: false,
+            ..open
+        };
+        let late = Unjudged {
+            seen_late: true,
+            ..open
+        };
+        // A poll first seen late, ended unjudged by a look in time.
+        assert_eq!(unseen_polls(5, 6, late, ms(1), t), 1);
+        assert_eq!(unseen_polls(5, 6, open, ms(1), t), 0);
+        // Looked in time: whatever happened in between was shorter.
+        assert_eq!(unseen_polls(4, 40, open, ms(1), t), 0);
+        // Between polls at both looks, 3 whole polls in a 10 ms gap.
+        assert_eq!(unseen_polls(4, 10, open, ms(10), t), 3);
+        // In a poll at the first look: 2 more after it, and that one if
+        // it was still under the threshold (not judged yet).
+        assert_eq!(unseen_polls(5, 10, judged, ms(10), t), 2);
+        assert_eq!(unseen_polls(5, 10, open, ms(10), t), 3);
+        // In a poll at the second look: that one is still to be seen.
+        assert_eq!(unseen_polls(4, 9, open, ms(10), t), 2);
+        // The same poll at both looks; the one seen at the first ending.
+        assert_eq!(unseen_polls(5, 5, open, ms(10), t), 0);
+        assert_eq!(unseen_polls(5, 6, judged, ms(10), t), 0);
+        assert_eq!(unseen_polls(5, 6, open, ms(10), t), 1);
+        // Thousands of tiny polls in a 3.5 ms gap: at most 3 could be long.
+        assert_eq!(
+            unseen_polls(0, 5000, open, Duration::from_micros(3500), t),
+            3
+        );
     }
 
     #[test]
