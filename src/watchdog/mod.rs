@@ -580,6 +580,13 @@ impl Watchdog {
             let files = t.files.get_or_insert_with(|| ThreadFiles::open(t.tid));
             let sched = files.sched();
             let seen = Seen::from_state(files.stat().map(|s| s.state));
+            // The poll returned while we read (a watchdog preempted between
+            // the reads makes that window long): the thread seen parked is
+            // not the poll asleep, and counting it so made a healthy short
+            // poll an episode. The next tick ends the poll from what was seen.
+            if t.slot.epoch.load(Ordering::Acquire) != t.epoch {
+                return Some(now);
+            }
             match (t.acct.as_mut(), sched) {
                 (Some(a), Some(sched)) if seen != Seen::Gone => {
                     t.detect_cpu = a.advance(Point { at: now, sched }, seen).cpu;
