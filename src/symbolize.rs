@@ -1005,7 +1005,14 @@ mod tests {
             "frame pointers: {}; {without:?}",
             cfg!(pollwatch_test_frame_pointers)
         );
-        for mode in [Unwind::Auto, Unwind::Dwarf] {
+        // Past that leaf aarch64 needs the frame records, from a guess (see
+        // the skip of a_sample_without_registers_unwinds_from_the_tables in
+        // scripts/aarch64.sh): only the claim above is checked there.
+        let modes: &[Unwind] = match cfg!(target_arch = "x86_64") {
+            true => &[Unwind::Auto, Unwind::Dwarf],
+            false => &[],
+        };
+        for &mode in modes {
             let mut s = Symbolizer::with_mode(mode);
             let frames = s.unwind(&bare);
             if without.exact {
