@@ -86,7 +86,11 @@ fn block_then_raw_exit(
     tx: std::sync::mpsc::Sender<(i32, Duration)>,
     began: std::time::Instant,
 ) {
-    block(THRESHOLD * 3);
+    // Long enough that the watchdog, however late on a saturated machine,
+    // judged the poll an episode before the thread died: a thread's clock
+    // dies with it, and a poll not judged by then is only counted
+    // (`unseen_polls`).
+    block(THRESHOLD * 10);
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
     tx.send((tid, began.elapsed())).unwrap();

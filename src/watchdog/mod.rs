@@ -594,8 +594,15 @@ impl Watchdog {
                 }
                 _ => {
                     // Gone without releasing its slot: nothing more to watch.
+                    // Its poll passed the threshold in wall time and can no
+                    // longer be judged (its clock is gone with it): counted
+                    // as unseen, not dropped without a word.
                     t.dead = !files.alive();
-                    return (!t.dead).then_some(now + threshold);
+                    if t.dead {
+                        self.stats.unseen += 1;
+                        return None;
+                    }
+                    return Some(now + threshold);
                 }
             }
         } else {
