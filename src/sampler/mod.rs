@@ -685,6 +685,11 @@ mod tests {
         let mut raw = None;
         deep_then(127, &mut || {
             let runs = 2000;
+            // A buffer's copy area keeps the size of its first request, and
+            // a smaller setting only lowers its limit: allocate it at the
+            // largest size first, or every size below would copy 1 KiB.
+            prepare(64 * 1024);
+            capture_self(libc::SIGURG).unwrap();
             for kib in [1usize, 4, 16, 32, 64] {
                 prepare(kib * 1024);
                 let mut t = Vec::with_capacity(runs);
@@ -694,6 +699,8 @@ mod tests {
                     t.push(began.elapsed());
                     std::hint::black_box(&s);
                 }
+                let copied = capture_self(libc::SIGURG).unwrap().copy.len() * 8;
+                assert_eq!(copied, kib * 1024, "the copy is the size measured");
                 println!(
                     "MEASURE capture_self (tgkill + handler + copy-out), {kib} KiB copy: median {:?}",
                     median(t)
@@ -718,7 +725,7 @@ mod tests {
             }
             println!(
                 "MEASURE unwind {mode}: {} frames, median {:?} per sample, first {:?} \
-                 (reads the tables), RssAnon +{} KiB",
+                 (auto, dwarf: reads the tables), RssAnon +{} KiB",
                 frames.len(),
                 median(t),
                 first,
