@@ -45,6 +45,12 @@ fn matches(f: &Frame, list: &[&str]) -> bool {
         .any(|p| f.function.starts_with(p) || f.function.contains(p))
 }
 
+/// Where a tokio worker runs one task: the cut when no harness frame is left.
+const TASK_LOOPS: &[&str] = &[
+    "tokio::runtime::scheduler::multi_thread::worker::Context::run_task",
+    "tokio::runtime::scheduler::current_thread::Context::run_task",
+];
+
 /// tokio runs each multi-thread worker as a task of its blocking pool, so
 /// the worker loop itself sits inside a task poll. Anchors outside this frame
 /// belong to that launch, not to the user's task.
@@ -56,9 +62,17 @@ pub(crate) fn trim(frames: &[Frame]) -> Vec<Frame> {
         .iter()
         .position(|f| f.function.contains(WORKER_LAUNCH))
         .unwrap_or(frames.len());
+    // No task harness on the stack: the sample came after the task's poll
+    // returned but before the runtime's after-poll hook ended the poll (a
+    // caught panic being cleaned up): the executor's loop is cut there.
     let cut = frames[..inside]
         .iter()
         .rposition(|f| matches(f, ANCHORS))
+        .or_else(|| {
+            frames[..inside]
+                .iter()
+                .rposition(|f| matches(f, TASK_LOOPS))
+        })
         .unwrap_or(inside);
     let mut kept = strip_harness(&frames[..cut]);
     // A runtime that polls its tasks inside a poll of its own (tokio's
@@ -235,6 +249,20 @@ mod tests {
             address: 0,
             inlined: false,
         }
+    }
+
+    #[test]
+    fn trim_cuts_at_the_task_loop_when_no_harness_is_left() {
+        let stack = vec![
+            f("tokio::task::coop::with_budget"),
+            f("tokio::runtime::scheduler::multi_thread::worker::Context::run_task::{{closure}}"),
+            f("tokio::runtime::scheduler::multi_thread::worker::Context::run_task"),
+            f("tokio::runtime::scheduler::multi_thread::worker::Context::run"),
+            f("tokio::runtime::scheduler::multi_thread::worker::run::{{closure}}"),
+        ];
+        let t: Vec<_> = trim(&stack).into_iter().map(|f| f.function).collect();
+        assert!(t.iter().all(|n| !n.contains("worker::run")), "{t:?}");
+        assert_eq!(t.len(), 1, "{t:?}");
     }
 
     #[test]
