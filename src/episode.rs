@@ -130,4 +130,8 @@ pub(crate) struct WatchdogStats {
     pub(crate) capture_latency: crate::sampler::latency::Histogram,
     /// Time of each stack read without a signal.
     pub(crate) read_latency: crate::sampler::latency::Histogram,
+    /// Sampling signals sent.
+    pub(crate) signals_sent: u64,
+    /// The watchdog thread's own CPU time, at its stop.
+    pub(crate) cpu: Duration,
 }

@@ -306,6 +306,7 @@ fn on_a_saturated_machine_every_poll_of_twice_the_threshold_is_reported() {
     let (spins, big_reads) = (at(spin_site), at(read_site));
     assert_eq!(spins.len(), SPINS, "CPU loops reported:\n{report}");
     assert_eq!(big_reads.len(), READS, "file reads reported:\n{report}");
+    assert_signal_budget(&report);
     for ep in spins.iter().chain(&big_reads) {
         assert!(
             ep.on_cpu() > ep.off_cpu(),

@@ -564,6 +564,12 @@ pub struct Overhead {
     /// the flamegraph, folded stacks and summary, including their rewrites
     /// while running).
     pub write_time: Duration,
+    /// Sampling signals the watchdog sent: at most one per sample interval
+    /// per blocked thread, however late the thread answers.
+    pub signals_sent: u64,
+    /// CPU time of the watchdog thread itself, from its start to its stop
+    /// (known once the guard is finished; zero before).
+    pub watchdog_cpu: Duration,
 }
 
 /// Everything pollwatch found, returned by [`Guard::finish`](crate::Guard::finish).

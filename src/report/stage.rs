@@ -495,6 +495,8 @@ impl Stage {
             read_p99: self.watchdog.read_latency.quantile(0.99),
             symbolize_time: self.symbolize_time,
             write_time: self.write_time,
+            signals_sent: self.watchdog.signals_sent,
+            watchdog_cpu: self.watchdog.cpu,
         };
     }
 

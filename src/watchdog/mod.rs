@@ -447,6 +447,8 @@ impl Watchdog {
             self.end_episode(i, now, reason);
         }
         self.stats.dropped += self.out.dropped;
+        self.stats.cpu = crate::sys::thread::cpu_time_ns(crate::sys::thread::gettid())
+            .map_or(Duration::ZERO, Duration::from_nanos);
         let stats = self.stats.clone();
         self.out.close(Event::Finished(stats));
     }
@@ -743,6 +745,11 @@ impl Watchdog {
         let t = &mut self.tracks[i];
         let stack = t.slot.info().stack;
         let (tid, epoch, slot) = (t.tid, t.epoch, t.slot);
+        // Woken early by an answer, or sampling on schedule: only the latter
+        // may send another signal. A thread that answers late answers every
+        // request late, and asking again at each answer signalled it every
+        // 50 µs, starving it of the CPU it was waiting for.
+        let due = t.live.as_ref().is_some_and(|l| now >= l.next_sample);
         let files = t.files.get_or_insert_with(|| ThreadFiles::open(tid));
         let sched = files.sched();
         let stat = files.stat();
@@ -859,7 +866,8 @@ impl Watchdog {
                                     // stack. Only a thread that sat in the
                                     // kernel is pictured right by the late
                                     // answer: where that call was made.
-                                    Some(target) if !kernel && !blocked_signal => {
+                                    Some(target) if !kernel && !blocked_signal && due => {
+                                        self.stats.signals_sent += 1;
                                         match sampler::request(target, signal) {
                                             Ok(Answer::Ready(fresh)) => {
                                                 live.prompt = true;
@@ -876,6 +884,12 @@ impl Watchdog {
                                             Err(_) => Ok(Answer::Ready(late)),
                                         }
                                     }
+                                    // Not due yet: no new request, and a
+                                    // late answer does not replace a prompt
+                                    // stack.
+                                    Some(_) if !kernel && !blocked_signal && live.prompt => {
+                                        Err(Missed::Late)
+                                    }
                                     _ => Ok(Answer::Ready(late)),
                                 }
                             }
@@ -884,6 +898,7 @@ impl Watchdog {
                     (None, _) if blocked_signal => Err(Missed::SendFailed),
                     (None, Some(target)) => {
                         let sent = Instant::now();
+                        self.stats.signals_sent += 1;
                         let a = sampler::request(target, signal);
                         if let Ok(Answer::Ready(_)) = &a {
                             self.stats.capture_latency.record(sent.elapsed());
@@ -1057,12 +1072,19 @@ impl Watchdog {
             .map_or((now, t.prev_tick), |u| (u.seen, u.prev_tick));
         // The poll ended somewhere between the previous tick and now (or
         // now, for one still blocked at stop).
+        // The last look that saw the poll still in progress. A look at the
+        // epoch shows that, except for a thread found dead: its epoch stays
+        // odd after a raw exit, and only the last read of its clock shows
+        // it was alive (and so still in the poll).
+        let last_read = t.acct.map_or(live.start, |a| a.last_at());
+        let prev = if t.dead {
+            last_read
+        } else {
+            prev_tick.max(last_read)
+        };
         let end = match reason {
             EndReason::Stopped => now,
-            _ => {
-                let prev = prev_tick.max(t.acct.map_or(live.start, |a| a.last_at()));
-                prev + now.saturating_duration_since(prev) / 2
-            }
+            _ => prev + now.saturating_duration_since(prev) / 2,
         };
         let mut events = Vec::new();
         // An answer that arrived for the pending request, taken during the poll.
@@ -1109,7 +1131,8 @@ impl Watchdog {
             id: live.id,
             end: Ended {
                 duration,
-                uncertainty: live.start_uncertainty + now.saturating_duration_since(prev_tick) / 2,
+                uncertainty: live.start_uncertainty
+                    + now.saturating_duration_since(prev.min(prev_tick)) / 2,
                 missed: live.missed,
                 on_cpu,
                 runnable,

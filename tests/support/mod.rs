@@ -54,6 +54,39 @@ pub fn assert_close(ep: &pollwatch::Episode, truth: Duration, what: &str) {
     );
 }
 
+/// Like [`assert_close`], for a poll whose end the test cannot time from
+/// inside it: it ran at least `lo` (timed inside, before its last steps) and
+/// at most `hi` (timed from outside, once it was surely over). A thread
+/// preempted between its own timing and the poll's real end (a loaded
+/// machine does that to a thread that has just woken another) is still in
+/// the poll, and pollwatch is right to count that time.
+pub fn assert_between(ep: &pollwatch::Episode, lo: Duration, hi: Duration, what: &str) {
+    let reported = ep.duration();
+    let bound = tolerance().max(ep.duration_uncertainty() + INTERVAL);
+    assert!(
+        reported + bound >= lo && reported <= hi + bound,
+        "{what}: reported {reported:?} (± {:?}), the poll ran between {lo:?} and {hi:?}; allowed {bound:?} either side",
+        ep.duration_uncertainty()
+    );
+}
+
+/// A thread kept from its CPU answers every signal late; the watchdog must
+/// still send at most one per sample interval per episode. (It once asked
+/// again at each late answer: a signal every 50 µs, which kept the thread
+/// from the CPU it was waiting for.)
+pub fn assert_signal_budget(report: &pollwatch::Report) {
+    let budget: u64 = report
+        .episodes()
+        .iter()
+        .map(|e| e.duration().as_micros().div_ceil(INTERVAL.as_micros()) as u64 + 2)
+        .sum();
+    let sent = report.overhead().signals_sent;
+    assert!(
+        sent <= budget,
+        "{sent} sampling signals for {budget} sample intervals of episodes:\n{report}"
+    );
+}
+
 #[inline(never)]
 pub fn blocking_sleep(d: Duration) -> Duration {
     let t = Instant::now();
