@@ -241,14 +241,9 @@ fn a_panic_a_runtime_catches_leaves_the_poll_returned() {
     assert!(joined.is_err() && worker_alive);
     // The episode ends while the run goes on (the worker is seen to go on),
     // not only when pollwatch stops: its line is in episodes.jsonl before.
-    let dir =
-        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("pollwatch-tests/panic_caught");
-    let run = std::fs::read_dir(&dir)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let run = run_dir(
+        &std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("pollwatch-tests/panic_caught"),
+    );
     // Not a tolerance: a guard against waiting forever (the first stack's
     // debug info takes seconds to load in a debug build on a loaded machine).
     let until = std::time::Instant::now() + Duration::from_secs(60);

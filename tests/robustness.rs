@@ -145,12 +145,7 @@ fn dropping_the_guard_still_writes_the_artifacts() {
     .join()
     .unwrap();
     drop(guard);
-    let run = std::fs::read_dir(&dir)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let run = run_dir(&dir);
     for f in [
         "flamegraph.svg",
         "stacks.folded",

@@ -25,6 +25,17 @@ pub fn out_dir(test: &str) -> PathBuf {
     d
 }
 
+/// The one run directory (`<exe>-<pid>`) pollwatch made under `dir`, for a
+/// test that reads artifacts before (or without) a report.
+pub fn run_dir(dir: &std::path::Path) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .next()
+        .unwrap_or_else(|| panic!("{}: no run directory", dir.display()))
+        .path()
+}
+
 /// The configuration every test uses.
 pub fn config(test: &str) -> pollwatch::Config {
     pollwatch::Config::default()
