@@ -213,6 +213,7 @@ fn start_running(cfg: &Config, signal: i32, pid: u32) -> Result<Running> {
         interval: cfg.interval,
         signal,
         stack_memory: cfg.stack_memory,
+        started: std::time::Instant::now(),
     };
     let wd_stop = stop.clone();
     let watchdog = std::thread::Builder::new()

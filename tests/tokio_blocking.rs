@@ -127,9 +127,7 @@ fn sync_file_io_is_caught() {
     let path = std::env::temp_dir().join(format!("pollwatch-fs-{}", std::process::id()));
     std::fs::write(&path, vec![1u8; 256 * 1024]).unwrap();
     let p = path.clone();
-    let (report, truth) = caught("fs", move || {
-        sync_file_reads(&p, Duration::from_millis(200))
-    });
+    let (report, truth) = caught("fs", move || sync_file_reads(&p, THRESHOLD * 5));
     let _ = std::fs::remove_file(&path);
     let ep = episode_in(&report, "sync_file_reads");
     assert_close(ep, truth, "fs episode");

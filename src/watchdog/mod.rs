@@ -54,6 +54,11 @@ pub(crate) struct Settings {
     pub(crate) signal: i32,
     /// The most bytes of stack copies queued for the report stage.
     pub(crate) stack_memory: usize,
+    /// When the guard started, before the watchdog thread was spawned: a
+    /// poll its first look finds in progress began after this at the
+    /// earliest, however late a loaded machine runs that first look
+    /// (measured: 36 ms), and no earlier look bounds it closer.
+    pub(crate) started: Instant,
 }
 
 /// Stop flag plus the condvar the watchdog sleeps on.
@@ -124,6 +129,9 @@ struct Live {
     /// A signal was answered promptly at least once: its stack is trusted
     /// over late answers, which show where the thread resumed.
     prompt: bool,
+    /// The signal pending (or last answered) was sent again at a late
+    /// answer, not on schedule: its own late answer is not asked again.
+    retried: bool,
     /// A stack (or a reason there is none) was sent; own time before it is
     /// held here.
     has_stack: bool,
@@ -376,6 +384,7 @@ impl Watchdog {
                  blocked in the kernel are sampled with the signal, which may interrupt their sleep (EINTR)");
         }
         let stack_memory = settings.stack_memory;
+        let started = settings.started;
         Watchdog {
             settings,
             out: Outbox {
@@ -391,7 +400,7 @@ impl Watchdog {
             tracks: Vec::new(),
             version: u64::MAX,
             snapshot: Vec::new(),
-            last_tick: Instant::now(),
+            last_tick: started,
             can_read,
             no_signal: false,
         }
@@ -658,6 +667,7 @@ impl Watchdog {
             stat_ref: t.stat_at_first_look,
             in_kernel: false,
             prompt: false,
+            retried: false,
             has_stack: false,
             held: Vec::new(),
             // A detection that came late (the thread was descheduled) has
@@ -745,10 +755,11 @@ impl Watchdog {
         let t = &mut self.tracks[i];
         let stack = t.slot.info().stack;
         let (tid, epoch, slot) = (t.tid, t.epoch, t.slot);
-        // Woken early by an answer, or sampling on schedule: only the latter
-        // may send another signal. A thread that answers late answers every
-        // request late, and asking again at each answer signalled it every
-        // 50 µs, starving it of the CPU it was waiting for.
+        // Woken early by an answer, or sampling on schedule. A late answer
+        // is asked again once (now that the thread runs, for a stack where
+        // its time goes); the answer to that is not: a thread that answers
+        // late answers every request late, and asking again at each answer
+        // signalled it every 50 µs, starving it of the CPU it waited for.
         let due = t.live.as_ref().is_some_and(|l| now >= l.next_sample);
         let files = t.files.get_or_insert_with(|| ThreadFiles::open(tid));
         let sched = files.sched();
@@ -866,8 +877,11 @@ impl Watchdog {
                                     // stack. Only a thread that sat in the
                                     // kernel is pictured right by the late
                                     // answer: where that call was made.
-                                    Some(target) if !kernel && !blocked_signal && due => {
+                                    Some(target)
+                                        if !kernel && !blocked_signal && (due || !live.retried) =>
+                                    {
                                         self.stats.signals_sent += 1;
+                                        live.retried = true;
                                         match sampler::request(target, signal) {
                                             Ok(Answer::Ready(fresh)) => {
                                                 live.prompt = true;
@@ -884,9 +898,8 @@ impl Watchdog {
                                             Err(_) => Ok(Answer::Ready(late)),
                                         }
                                     }
-                                    // Not due yet: no new request, and a
-                                    // late answer does not replace a prompt
-                                    // stack.
+                                    // Asked again already: a late answer
+                                    // does not replace a prompt stack.
                                     Some(_) if !kernel && !blocked_signal && live.prompt => {
                                         Err(Missed::Late)
                                     }
@@ -899,6 +912,7 @@ impl Watchdog {
                     (None, Some(target)) => {
                         let sent = Instant::now();
                         self.stats.signals_sent += 1;
+                        live.retried = false;
                         let a = sampler::request(target, signal);
                         if let Ok(Answer::Ready(_)) = &a {
                             self.stats.capture_latency.record(sent.elapsed());
