@@ -216,9 +216,10 @@ fn start_running(cfg: &Config, signal: i32, pid: u32) -> Result<Running> {
         started: std::time::Instant::now(),
     };
     let wd_stop = stop.clone();
+    let (ready_tx, ready) = std::sync::mpsc::sync_channel(1);
     let watchdog = std::thread::Builder::new()
         .name(WATCHDOG_THREAD.into())
-        .spawn(move || Watchdog::new(settings, tx, wd_stop).run());
+        .spawn(move || Watchdog::new(settings, tx, wd_stop).run(ready_tx));
     let watchdog = match watchdog {
         Ok(w) => w,
         Err(source) => {
@@ -231,6 +232,12 @@ fn start_running(cfg: &Config, signal: i32, pid: u32) -> Result<Running> {
             });
         }
     };
+    // Returns once the watchdog has taken its first look, so that a poll
+    // the program starts after `start()` is seen from its beginning (on a
+    // loaded machine that first look came 36 ms, and more, after the
+    // spawn). Bounded: a watchdog kept from a CPU longer than this starts
+    // looking late, as before, and never holds the host up.
+    let _ = ready.recv_timeout(std::time::Duration::from_secs(1));
     Ok(Running {
         pid,
         stop,

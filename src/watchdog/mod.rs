@@ -411,7 +411,10 @@ impl Watchdog {
     }
 
     /// Runs until a stop request; ends every open episode on the way out.
-    pub(crate) fn run(mut self) {
+    /// `ready` hears when the first look is done: polls that begin after
+    /// it are seen from their start (the guard waits for it).
+    pub(crate) fn run(mut self, ready: SyncSender<()>) {
+        let mut ready = Some(ready);
         // Ticks on time on a saturated machine: each is microseconds of work.
         crate::sys::thread::request_short_slices(Duration::from_micros(100));
         let mut wake = Instant::now();
@@ -437,6 +440,9 @@ impl Watchdog {
             }
             let now = Instant::now();
             wake = self.tick(now);
+            if let Some(r) = ready.take() {
+                let _ = r.try_send(());
+            }
         }
         let now = Instant::now();
         for i in 0..self.tracks.len() {
@@ -467,11 +473,29 @@ impl Watchdog {
         if v == self.version {
             return;
         }
+        let first = self.version == u64::MAX;
         self.version = v;
         registry::snapshot(&mut self.snapshot);
         for (i, slot) in self.snapshot.iter().enumerate() {
             if self.tracks.get(i).is_none() {
-                self.tracks.push(Track::new(slot, now, self.last_tick));
+                let t = Track::new(slot, now, self.last_tick);
+                // A slot new since the last look registered after it: its
+                // polls since then were never seen. (At the first look, at
+                // start, slots are older than the guard: not its business.)
+                if !first {
+                    let registered = slot.registered_epoch.load(Ordering::Relaxed);
+                    self.stats.unseen += unseen_polls(
+                        registered,
+                        t.epoch,
+                        Unjudged {
+                            open: false,
+                            seen_late: false,
+                        },
+                        now.saturating_duration_since(self.last_tick),
+                        self.settings.threshold,
+                    );
+                }
+                self.tracks.push(t);
             }
         }
     }
