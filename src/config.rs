@@ -357,6 +357,11 @@ impl Config {
 
     /// Starts the watchdog and returns the guard that writes the report.
     ///
+    /// Returns once the watchdog has taken its first look at the threads
+    /// (microseconds on a quiet machine; it waits at most a second on one
+    /// short of CPU), so that every poll begun after it is seen from its
+    /// start.
+    ///
     /// See [`Guard`](crate::Guard). Fails with a clear [`Error`] on a value
     /// out of range (see [Bounds](Config#bounds)), an output directory that cannot be created, or a signal that
     /// already belongs to someone else.
