@@ -6,6 +6,10 @@
 //! future layer and a bigger task), in the tokio_unstable build empty poll
 //! hooks (tokio calls two boxed closures per poll whoever installs them).
 //! The ratio of pollwatch to that variant is what pollwatch's probe costs.
+//! The stable build also runs sampled mode, nothing wrapped: the builder
+//! instrumented (`pollwatch::tokio::instrument`, no `watch`) and a plain
+//! runtime with `pollwatch::tokio::attach()`. No pollwatch code runs in
+//! their polls; what they may cost is the watchdog's looks at busy workers.
 //!
 //! Two workloads on a multi-thread runtime with one worker per CPU:
 //! - mpsc: 200 task pairs ping-ponging over `tokio::sync::mpsc` channels of
@@ -45,6 +49,11 @@ enum Variant {
     TokioMetrics,
     /// A wrapper future of `watch`'s shape that does nothing (stable tokio).
     EmptyWrapper,
+    /// Sampled mode through the builder: `instrument` on stable tokio,
+    /// nothing wrapped (its thread and park hooks only, no poll hook).
+    Sampled,
+    /// Sampled mode on a plain runtime: `attach()` first in `block_on`.
+    Attach,
 }
 
 pin_project_lite::pin_project! {
@@ -87,7 +96,11 @@ where
             inner: f,
             location: std::panic::Location::caller(),
         }),
-        Variant::Bare | Variant::Hooks | Variant::EmptyHooks => tokio::spawn(f),
+        Variant::Bare
+        | Variant::Hooks
+        | Variant::EmptyHooks
+        | Variant::Sampled
+        | Variant::Attach => tokio::spawn(f),
     }
 }
 
@@ -139,13 +152,17 @@ fn run(v: Variant, w: Workload) -> Duration {
     let mut b = tokio::runtime::Builder::new_multi_thread();
     b.enable_all();
     let rt = match v {
-        Variant::Watch | Variant::Hooks => pollwatch::tokio::instrument(&mut b).build(),
+        Variant::Watch | Variant::Hooks | Variant::Sampled => {
+            pollwatch::tokio::instrument(&mut b).build()
+        }
         Variant::EmptyHooks => empty_hooks(&mut b).build(),
-        Variant::Bare | Variant::TokioMetrics | Variant::EmptyWrapper => b.build(),
+        Variant::Bare | Variant::TokioMetrics | Variant::EmptyWrapper | Variant::Attach => {
+            b.build()
+        }
     }
     .unwrap();
     let guard = match v {
-        Variant::Watch | Variant::Hooks => Some(
+        Variant::Watch | Variant::Hooks | Variant::Sampled | Variant::Attach => Some(
             pollwatch::Config::default()
                 .output_dir(common::out_dir("throughput"))
                 .live(false)
@@ -154,6 +171,9 @@ fn run(v: Variant, w: Workload) -> Duration {
         ),
         _ => None,
     };
+    if v == Variant::Attach {
+        rt.block_on(async { pollwatch::tokio::attach().expect("attach") });
+    }
     // Let every variant settle the same way (the runtime's workers spin up).
     std::thread::sleep(Duration::from_millis(100));
     let elapsed = rt.block_on(async move {
@@ -204,6 +224,8 @@ fn main() {
             Variant::Watch,
             Variant::TokioMetrics,
             Variant::EmptyWrapper,
+            Variant::Sampled,
+            Variant::Attach,
         ]
     };
     let rounds: usize = std::env::var("POLLWATCH_BENCH_ROUNDS")
@@ -309,6 +331,32 @@ fn main() {
             paired(empty, bare),
             paired(ours, empty)
         );
+        if !unstable {
+            // Sampled mode, nothing wrapped: no probe in any poll.
+            let (sampled, attach) = (4, 5);
+            println!(
+                "    sampled mode/bare: instrumented builder {:.3}, attach {:.3}",
+                paired(sampled, bare),
+                paired(attach, bare)
+            );
+            for (i, what) in [
+                (
+                    sampled,
+                    "sampled mode, `instrument` on stable tokio, nothing wrapped",
+                ),
+                (attach, "sampled mode, `attach()` on a plain runtime"),
+            ] {
+                let (q1, q3) = common::quartiles(&ratios(i, bare));
+                println!("    {what}/bare, middle half of the rounds: {q1:.3} .. {q3:.3}");
+                row(
+                    &format!("throughput {name}: {what} vs bare tokio"),
+                    &ms(med(i)),
+                    &ms(med(bare)),
+                    &format!("{:.3}", paired(i, bare)),
+                    "≤ 1.01",
+                );
+            }
+        }
         row(
             &format!("throughput {name}: context: {empty_name} vs bare tokio{tag}"),
             &ms(med(empty)),

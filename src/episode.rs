@@ -54,6 +54,15 @@ pub(crate) enum EndReason {
     Stopped,
 }
 
+/// How an episode's poll was found: by the runtime's poll hooks, by a probe
+/// (`watch`, `enter_poll`, a tower layer), or by sampling the thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Hooks,
+    Watched,
+    Sampled,
+}
+
 /// Facts fixed when an episode starts.
 #[derive(Debug)]
 pub(crate) struct Started {
@@ -65,6 +74,11 @@ pub(crate) struct Started {
     pub(crate) spawned_at: Option<&'static Location<'static>>,
     /// The innermost named poll's name (a route), if any.
     pub(crate) label: Option<&'static String>,
+    pub(crate) mode: Mode,
+    /// Reported only if learning sample `n` (see [`Event::Learn`]) was taken
+    /// inside a task poll: an episode seen only through that sample, whose
+    /// thread may as well have been parked.
+    pub(crate) requires_poll: Option<u64>,
     pub(crate) start: SystemTime,
     /// How long the poll had been running when the watchdog noticed.
     pub(crate) stuck_for: Duration,
@@ -111,6 +125,19 @@ pub(crate) enum Event {
     },
     /// A long poll excused as waiting for a CPU.
     Descheduled(Box<Descheduled>),
+    /// A thread watched by sampling appeared: load what learning its poll
+    /// boundaries needs now, before its first learning sample.
+    Warm,
+    /// A sample of a thread watched by sampling, outside any poll it knows:
+    /// for the report stage to learn where task polls begin on that
+    /// thread's stack (published in the slot's boundary table).
+    Learn {
+        slot: &'static crate::registry::Slot,
+        generation: u64,
+        /// The watchdog's number for this sample (from 1).
+        seq: u64,
+        raw: Box<RawSample>,
+    },
     /// The watchdog stopped; its counters.
     Finished(WatchdogStats),
 }
@@ -130,6 +157,9 @@ pub(crate) struct WatchdogStats {
     pub(crate) capture_latency: crate::sampler::latency::Histogram,
     /// Time of each stack read without a signal.
     pub(crate) read_latency: crate::sampler::latency::Histogram,
+    /// Polls the watchdog's looks found running, on any thread, found by
+    /// any means (probe, hooks, sampling): 0 means nothing was watched.
+    pub(crate) polls_seen: u64,
     /// Sampling signals sent.
     pub(crate) signals_sent: u64,
     /// The watchdog thread's own CPU time, at its stop.

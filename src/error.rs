@@ -121,6 +121,9 @@ pub enum Error {
     /// Its threads did not survive the fork: in the child the inherited guard
     /// does nothing (the parent's writes the report), and no new one starts.
     Forked,
+    /// `pollwatch::tokio::attach()` was called where no tokio
+    /// runtime is running (outside `#[tokio::main]` or `Runtime::block_on`).
+    NoRuntime,
 }
 
 impl fmt::Display for Error {
@@ -192,6 +195,11 @@ impl fmt::Display for Error {
                 f,
                 "pollwatch: started before fork() in the parent process; a forked child \
                  can neither use that guard nor start another"
+            ),
+            Error::NoRuntime => write!(
+                f,
+                "pollwatch: tokio::attach() was called outside a tokio runtime; call it as the first \
+                 statement of your async main (or instrument the runtime's builder)"
             ),
         }
     }

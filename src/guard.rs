@@ -202,7 +202,10 @@ fn start_running(cfg: &Config, signal: i32, pid: u32) -> Result<Running> {
     };
     let stage = std::thread::Builder::new()
         .name(REPORT_THREAD.into())
-        .spawn(move || Stage::new(stage_cfg, Some(writer)).run(rx))
+        .spawn(move || {
+            let _own = crate::watchdog::discovery::own_thread();
+            Stage::new(stage_cfg, Some(writer)).run(rx)
+        })
         .map_err(|source| Error::ThreadSpawn {
             thread: REPORT_THREAD,
             source,
@@ -219,7 +222,10 @@ fn start_running(cfg: &Config, signal: i32, pid: u32) -> Result<Running> {
     let (ready_tx, ready) = std::sync::mpsc::sync_channel(1);
     let watchdog = std::thread::Builder::new()
         .name(WATCHDOG_THREAD.into())
-        .spawn(move || Watchdog::new(settings, tx, wd_stop).run(ready_tx));
+        .spawn(move || {
+            let _own = crate::watchdog::discovery::own_thread();
+            Watchdog::new(settings, tx, wd_stop).run(ready_tx)
+        });
     let watchdog = match watchdog {
         Ok(w) => w,
         Err(source) => {

@@ -126,8 +126,8 @@ pub use error::{Error, Result};
 pub use guard::Guard;
 pub use probe::{enter_poll, watch, PollGuard, Watched};
 pub use report::{
-    Artifacts, Budget, BudgetExceeded, Counters, DescheduledPoll, EndedBy, Episode, Exceeded,
-    Frame, MalformedLine, Overhead, Report, Stack, ThreadState,
+    Artifacts, Budget, BudgetExceeded, Counters, DescheduledPoll, EndedBy, Episode, EpisodeMode,
+    Exceeded, Frame, MalformedLine, Overhead, Report, Stack, ThreadState,
 };
 #[cfg(feature = "async-std")]
 pub use runtime::async_std;

@@ -220,6 +220,40 @@ mod imp {
     pub(crate) fn deregister_thread() {
         registry::deregister_current();
     }
+
+    /// Registers a runtime thread whose polls no probe marks (stable tokio):
+    /// the watchdog finds them by sampling, and the park hooks below tell it
+    /// when the thread runs tasks at all. It starts unparked.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn register_sampled_thread(runtime: Option<std::sync::Arc<str>>) {
+        register_thread(runtime);
+        if let Some(slot) = SLOT.get() {
+            slot.park_seq.store(1, Ordering::Release);
+            slot.sampled.store(true, Ordering::Release);
+        }
+    }
+
+    /// tokio's `on_thread_park`: the worker has no task to run.
+    #[cfg(all(feature = "tokio", not(tokio_unstable)))]
+    pub(crate) fn parked() {
+        if let Some(slot) = SLOT.get() {
+            let s = slot.park_seq.load(Ordering::Relaxed);
+            if s % 2 == 1 {
+                slot.park_seq.store(s.wrapping_add(1), Ordering::Release);
+            }
+        }
+    }
+
+    /// tokio's `on_thread_unpark`: the worker runs tasks again.
+    #[cfg(all(feature = "tokio", not(tokio_unstable)))]
+    pub(crate) fn unparked() {
+        if let Some(slot) = SLOT.get() {
+            let s = slot.park_seq.load(Ordering::Relaxed);
+            if s % 2 == 0 {
+                slot.park_seq.store(s.wrapping_add(1), Ordering::Release);
+            }
+        }
+    }
 }
 
 /// Elsewhere the probes do nothing, at no cost.
@@ -258,6 +292,15 @@ mod imp {
 
     #[cfg(feature = "tokio")]
     pub(crate) fn deregister_thread() {}
+
+    #[cfg(feature = "tokio")]
+    pub(crate) fn register_sampled_thread(_runtime: Option<std::sync::Arc<str>>) {}
+
+    #[cfg(all(feature = "tokio", not(tokio_unstable)))]
+    pub(crate) fn parked() {}
+
+    #[cfg(all(feature = "tokio", not(tokio_unstable)))]
+    pub(crate) fn unparked() {}
 }
 
 #[cfg(pollwatch_supported)]
@@ -265,8 +308,13 @@ pub(crate) use imp::forget_current_slot;
 #[cfg_attr(not(all(tokio_unstable, feature = "tokio")), allow(unused_imports))]
 pub(crate) use imp::{enter, enter_hook, exit, exit_hook, swap_label, Entered};
 // Only the tokio adapter registers threads ahead of their first poll.
+#[cfg(all(feature = "tokio", tokio_unstable))]
+pub(crate) use imp::register_thread;
 #[cfg(feature = "tokio")]
-pub(crate) use imp::{deregister_thread, register_thread};
+pub(crate) use imp::{deregister_thread, register_sampled_thread};
+// The park hooks serve sampled mode, which the poll hooks replace.
+#[cfg(all(feature = "tokio", not(tokio_unstable)))]
+pub(crate) use imp::{parked, unparked};
 
 /// Marks the calling thread as inside a poll until the guard is dropped: the
 /// probe for custom executors.

@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 use std::panic::Location;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::sys::stack::StackRange;
@@ -46,8 +46,204 @@ pub(crate) struct Slot {
     /// watchdog's first look (a new thread is treated like an old one).
     pub(crate) registered_epoch: AtomicU64,
     pub(crate) registered_cpu_ns: AtomicU64,
+    /// No probe marks this thread's polls (stable tokio, `attach`): the
+    /// watchdog tells them apart by reading the executor's frames below the
+    /// task, which stay still while one poll runs.
+    pub(crate) sampled: AtomicBool,
+    /// Bumped by the runtime's park hooks: odd while the worker is unparked,
+    /// even while parked, 0 when the runtime has no hooks of ours.
+    pub(crate) park_seq: AtomicU64,
+    /// The watchdog's count of this sampled thread's polls (odd inside one),
+    /// for the signal handler to record like a probe's epoch.
+    pub(crate) sampled_epoch: AtomicU64,
+    /// Registered from outside by `attach`'s discovery: no thread-local of
+    /// the thread releases it, the watchdog does when the thread is gone.
+    pub(crate) remote: AtomicBool,
+    /// Where this thread's task polls begin on its stack, learned from its
+    /// symbolized samples.
+    pub(crate) bounds: Bounds,
+    /// The executor frames' hash in the last learning sample that found a
+    /// poll, and that sample's number: a look that reads the same hash
+    /// finds the poll the sample was taken in, running since then (the
+    /// first learning of a thread can take the report stage a while).
+    pub(crate) learned_fp: AtomicU64,
+    pub(crate) learned_seq: AtomicU64,
     /// Facts gathered at registration.
     info: Mutex<ThreadInfo>,
+}
+
+/// Most poll boundaries kept per thread: one per call path into a task
+/// (a worker's first poll and its LIFO slot, a `block_on` root, each future
+/// type whose poll is not inlined into the harness).
+pub(crate) const MAX_BOUNDS: usize = 8;
+
+/// Bytes of executor frames read per boundary at most: the worker loop and
+/// the task harness take 1–3 KiB.
+pub(crate) const REGION_MAX: u32 = 4096;
+
+/// Where a task poll begins on a thread's stack: the word at `at` holds
+/// `word` (the return address into the executor) exactly while a poll on
+/// that path runs, and the `len` bytes from `from` up are executor frames,
+/// which do not change until the poll returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Bound {
+    pub(crate) at: u64,
+    pub(crate) word: u64,
+    pub(crate) from: u64,
+    pub(crate) len: u32,
+}
+
+/// Hashes the executor frames of the first boundary that holds its return
+/// address now. `read` copies memory (`process_vm_readv`, never faults).
+pub(crate) fn fingerprint(
+    bounds: impl Iterator<Item = Bound>,
+    mut read: impl FnMut(u64, &mut [u8]) -> Option<usize>,
+) -> Option<u64> {
+    let mut buf = [0u8; 8 + REGION_MAX as usize];
+    for b in bounds {
+        let len = (b.len.min(REGION_MAX) as usize) & !7;
+        if len < 8 {
+            continue;
+        }
+        // The word first (most boundaries do not hold on a given look),
+        // then the frames above.
+        if read(b.at, &mut buf[..8]) != Some(8) {
+            continue;
+        }
+        let word = u64::from_ne_bytes(buf[..8].try_into().unwrap_or_default());
+        if word != b.word || read(b.from, &mut buf[8..8 + len]) != Some(len) {
+            continue;
+        }
+        return Some(hash(&buf[8..8 + len]) ^ b.at ^ b.word.rotate_left(17));
+    }
+    None
+}
+
+/// FNV-1a over words: a few hundred words per look, no need for more.
+fn hash(bytes: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for w in bytes.chunks_exact(8) {
+        h ^= u64::from_ne_bytes(w.try_into().unwrap_or_default());
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Boundaries of every thread, as offsets below the top of the thread's
+/// stack mapping (`at` and `from` count down from it): threads started the
+/// same way (a runtime's workers, a new runtime's) reach their task polls
+/// at the same depth, so a boundary learned on one holds on the others from
+/// their first look, and only its return address decides.
+pub(crate) static SHARED: Bounds = Bounds::new();
+
+/// `b` as offsets below `top`, for [`SHARED`].
+pub(crate) fn relative(b: Bound, top: u64) -> Option<Bound> {
+    Some(Bound {
+        at: top.checked_sub(b.at)?,
+        from: top.checked_sub(b.from)?,
+        ..b
+    })
+}
+
+/// A [`SHARED`] entry placed on a stack whose mapping ends at `top`.
+pub(crate) fn absolute(b: Bound, top: u64) -> Option<Bound> {
+    Some(Bound {
+        at: top.checked_sub(b.at)?,
+        from: top.checked_sub(b.from)?,
+        ..b
+    })
+}
+
+/// A small table of [`Bound`]s: written by the report stage (one writer),
+/// read by the watchdog without a lock. A cell's `at` is zeroed while it is
+/// rewritten, so a reader that sees the same `at` before and after reading
+/// the other fields has a whole entry.
+#[derive(Debug)]
+pub(crate) struct Bounds {
+    cells: [BoundCell; MAX_BOUNDS],
+    next: AtomicUsize,
+    version: AtomicU64,
+}
+
+#[derive(Debug)]
+struct BoundCell {
+    at: AtomicU64,
+    word: AtomicU64,
+    from: AtomicU64,
+    len: AtomicU32,
+}
+
+impl Bounds {
+    const fn new() -> Self {
+        Bounds {
+            cells: [const {
+                BoundCell {
+                    at: AtomicU64::new(0),
+                    word: AtomicU64::new(0),
+                    from: AtomicU64::new(0),
+                    len: AtomicU32::new(0),
+                }
+            }; MAX_BOUNDS],
+            next: AtomicUsize::new(0),
+            version: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds `b` unless a boundary at the same place with the same return
+    /// address is known; the oldest entry makes room. True if added.
+    ///
+    /// Two samples of one poll can unwind to different depths, so their
+    /// boundaries differ only in how many executor bytes they cover. Both
+    /// kept, the fingerprint of that poll depended on which the table
+    /// listed first, and a second learning in the middle of a poll changed
+    /// it: the watchdog took one poll for two and excused both.
+    pub(crate) fn learn(&self, b: Bound) -> bool {
+        if b.at == 0 || self.find(b.at, b.word).is_some() {
+            return false;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % MAX_BOUNDS;
+        let c = &self.cells[i];
+        c.at.store(0, Ordering::Release);
+        c.word.store(b.word, Ordering::Release);
+        c.from.store(b.from, Ordering::Release);
+        c.len.store(b.len, Ordering::Release);
+        c.at.store(b.at, Ordering::Release);
+        self.version.fetch_add(1, Ordering::Release);
+        true
+    }
+
+    /// The whole entries, in table order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Bound> + '_ {
+        self.cells.iter().filter_map(|c| {
+            let at = c.at.load(Ordering::Acquire);
+            let word = c.word.load(Ordering::Acquire);
+            let from = c.from.load(Ordering::Acquire);
+            let len = c.len.load(Ordering::Acquire);
+            (at != 0 && c.at.load(Ordering::Acquire) == at).then_some(Bound {
+                at,
+                word,
+                from,
+                len,
+            })
+        })
+    }
+
+    /// The known boundary at `at` holding `word`, if any.
+    pub(crate) fn find(&self, at: u64, word: u64) -> Option<Bound> {
+        self.iter().find(|k| k.at == at && k.word == word)
+    }
+
+    /// Changes whenever an entry is added or the table is cleared.
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    fn clear(&self) {
+        for c in &self.cells {
+            c.at.store(0, Ordering::Release);
+        }
+        self.version.fetch_add(1, Ordering::Release);
+    }
 }
 
 /// What the watchdog and the report need to know about a watched thread.
@@ -74,6 +270,13 @@ impl Slot {
             unwound_at: AtomicU64::new(u64::MAX),
             registered_epoch: AtomicU64::new(0),
             registered_cpu_ns: AtomicU64::new(0),
+            sampled: AtomicBool::new(false),
+            park_seq: AtomicU64::new(0),
+            sampled_epoch: AtomicU64::new(0),
+            remote: AtomicBool::new(false),
+            bounds: Bounds::new(),
+            learned_fp: AtomicU64::new(0),
+            learned_seq: AtomicU64::new(0),
             info: Mutex::new(ThreadInfo::default()),
         }
     }
@@ -81,6 +284,17 @@ impl Slot {
     /// A copy of the registration facts.
     pub(crate) fn info(&self) -> ThreadInfo {
         self.info.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The thread's name, read again for a thread registered from outside
+    /// (a new thread shows its parent's name until it sets its own).
+    pub(crate) fn set_name(&self, name: String) {
+        self.info.lock().unwrap_or_else(|p| p.into_inner()).name = name;
+    }
+
+    /// The stack range, once found for a thread registered from outside.
+    pub(crate) fn set_stack(&self, stack: crate::sys::stack::StackRange) {
+        self.info.lock().unwrap_or_else(|p| p.into_inner()).stack = Some(stack);
     }
 }
 
@@ -152,8 +366,39 @@ pub(crate) fn register_current(runtime: Option<Arc<str>>) -> Option<&'static Slo
         stack: crate::sys::thread::stack_range(),
         runtime,
     };
+    let slot = take_slot(tid, info, false)?;
+    let stored = RELEASE.try_with(|r| *r.borrow_mut() = Some(Release(slot)));
+    if stored.is_err() {
+        release(slot);
+        return None;
+    }
+    Some(slot)
+}
+
+/// A free slot, filled in for thread `tid`, or `None` when the table is full.
+///
+/// The table stays locked until the tid is published, so that discovery
+/// never registers a thread a second time (it looks for the tid first).
+fn take_slot(tid: i32, info: ThreadInfo, remote: bool) -> Option<&'static Slot> {
+    let mut t = TABLE.lock().unwrap_or_else(|p| p.into_inner());
+    let mine = t
+        .all
+        .iter()
+        .copied()
+        .find(|s| s.tid.load(Ordering::Acquire) == tid);
+    match mine {
+        Some(_) if remote => return None,
+        // Discovery registered this thread before it registered itself (a
+        // `watch` on a worker that `attach` found): it takes the slot over,
+        // with its own, better facts, so it is never watched twice.
+        Some(s) if s.remote.load(Ordering::Relaxed) => {
+            s.remote.store(false, Ordering::Relaxed);
+            *s.info.lock().unwrap_or_else(|p| p.into_inner()) = info;
+            return Some(s);
+        }
+        _ => {}
+    }
     let slot = {
-        let mut t = TABLE.lock().unwrap_or_else(|p| p.into_inner());
         match t.free.pop() {
             Some(s) => s,
             None if t.all.len() < MAX_SLOTS => {
@@ -172,6 +417,11 @@ pub(crate) fn register_current(runtime: Option<Arc<str>>) -> Option<&'static Slo
     slot.location.store(None, Ordering::Relaxed);
     slot.label.store(None, Ordering::Relaxed);
     slot.exited_in_poll.store(false, Ordering::Relaxed);
+    slot.sampled.store(remote, Ordering::Relaxed);
+    slot.remote.store(remote, Ordering::Relaxed);
+    slot.park_seq.store(0, Ordering::Relaxed);
+    slot.bounds.clear();
+    slot.learned_seq.store(0, Ordering::Relaxed);
     slot.unwound_at.store(u64::MAX, Ordering::Relaxed);
     slot.registered_epoch
         .store(slot.epoch.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -182,12 +432,40 @@ pub(crate) fn register_current(runtime: Option<Arc<str>>) -> Option<&'static Slo
     slot.generation.fetch_add(1, Ordering::Relaxed);
     slot.tid.store(tid, Ordering::Release);
     VERSION.fetch_add(1, Ordering::Release);
-    let stored = RELEASE.try_with(|r| *r.borrow_mut() = Some(Release(slot)));
-    if stored.is_err() {
-        release(slot);
+    drop(t);
+    Some(slot)
+}
+
+/// Registers another thread of this process, found by `attach`'s discovery,
+/// to be watched by sampling. Its slot is released by [`release_remote`]
+/// once the thread is gone.
+pub(crate) fn register_remote(tid: i32, name: String) -> Option<&'static Slot> {
+    if is_disabled() {
         return None;
     }
-    Some(slot)
+    let info = ThreadInfo {
+        name,
+        stack: None,
+        runtime: None,
+    };
+    take_slot(tid, info, true)
+}
+
+/// Releases every slot taken by [`register_remote`] (discovery stopped:
+/// the threads it found are no longer watched).
+pub(crate) fn release_all_remote() {
+    let mut all = Vec::new();
+    snapshot(&mut all);
+    for s in all {
+        release_remote(s);
+    }
+}
+
+/// Releases a slot taken by [`register_remote`].
+pub(crate) fn release_remote(slot: &'static Slot) {
+    if slot.remote.load(Ordering::Relaxed) && slot.tid.load(Ordering::Acquire) != 0 {
+        release(slot);
+    }
 }
 
 /// Releases the calling thread's slot now (tokio's `on_thread_stop`).
@@ -235,4 +513,77 @@ pub(crate) fn snapshot(out: &mut Vec<&'static Slot>) {
 /// Threads that could not be watched because `MAX_SLOTS` were in use.
 pub(crate) fn overflow() -> usize {
     OVERFLOW.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_boundary_per_place_whatever_its_length() {
+        let t = Bounds::new();
+        let b = Bound {
+            at: 0x7000,
+            word: 0x55aa,
+            from: 0x7008,
+            len: 512,
+        };
+        assert!(t.learn(b));
+        // The same place, unwound deeper: the first stays, so the poll's
+        // fingerprint does not change.
+        assert!(!t.learn(Bound { len: 1024, ..b }));
+        assert_eq!(t.iter().collect::<Vec<_>>(), vec![b]);
+        // Another return address at that place is another path.
+        let other = Bound { word: 0x66bb, ..b };
+        assert!(t.learn(other));
+        assert_eq!(t.find(0x7000, 0x66bb), Some(other));
+        assert_eq!(t.find(0x7000, 0x1), None);
+    }
+
+    #[test]
+    fn fingerprint_needs_the_return_address_at_the_boundary() {
+        let mem: Vec<u64> = vec![0xdead, 1, 2, 3, 0xbeef, 5, 6, 7];
+        let base = 0x1000u64;
+        let read = |at: u64, buf: &mut [u8]| {
+            let off = ((at - base) / 8) as usize;
+            let mut n = 0;
+            for (i, c) in buf.chunks_exact_mut(8).enumerate() {
+                let Some(w) = mem.get(off + i) else { break };
+                c.copy_from_slice(&w.to_ne_bytes());
+                n += 8;
+            }
+            Some(n)
+        };
+        let at_dead = Bound {
+            at: base,
+            word: 0xdead,
+            from: base + 8,
+            len: 24,
+        };
+        let wrong = Bound {
+            word: 0xf00d,
+            ..at_dead
+        };
+        assert!(fingerprint([wrong].into_iter(), read).is_none());
+        let a = fingerprint([wrong, at_dead].into_iter(), read);
+        assert!(a.is_some());
+        let at_beef = Bound {
+            at: base + 32,
+            word: 0xbeef,
+            from: base + 40,
+            len: 24,
+        };
+        assert_ne!(fingerprint([at_beef].into_iter(), read), a);
+        // The word saved apart from the region (aarch64's link register).
+        let apart = Bound {
+            at: base + 32,
+            word: 0xbeef,
+            from: base + 8,
+            len: 16,
+        };
+        assert!(fingerprint([apart].into_iter(), read).is_some());
+        // A region that runs off the readable memory is not trusted.
+        let long = Bound { len: 64, ..at_beef };
+        assert!(fingerprint([long].into_iter(), read).is_none());
+    }
 }

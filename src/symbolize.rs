@@ -81,7 +81,41 @@ const RELEASE_EVERY: Duration = Duration::from_secs(1);
 /// within a few MiB; a long run over more addresses than this re-resolves some).
 const CACHE_LIMIT: usize = 16_384;
 
+/// The symbolizer of the last report stage, kept for the next: the unwind
+/// tables, symbol tables and debug info of a process are loaded once (a
+/// debug build's take most of a second), not once per guard.
+static KEPT: std::sync::Mutex<Option<Symbolizer>> = std::sync::Mutex::new(None);
+
 impl Symbolizer {
+    /// The kept symbolizer, switched to `mode`, or a new one.
+    pub(crate) fn reuse(mode: Unwind) -> Self {
+        let kept = KEPT.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match kept {
+            Some(mut s) => {
+                s.mode = mode;
+                s.refresh();
+                s
+            }
+            None => Self::with_mode(mode),
+        }
+    }
+
+    /// Keeps this symbolizer for the next report stage of the process.
+    pub(crate) fn keep(self) {
+        *KEPT.lock().unwrap_or_else(|p| p.into_inner()) = Some(self);
+    }
+
+    /// Loads what learning a sampled thread's poll boundary needs (unwind
+    /// tables, the executable's symbols and debug info) ahead of the first
+    /// sample, by resolving an address of this very function.
+    pub(crate) fn warm(&mut self) {
+        self.refresh();
+        let here = Symbolizer::warm as fn(&mut Symbolizer) as *const () as usize as u64;
+        let _ = self.resolve(RawFrame::Pc(here));
+        let raw = RawSample::from_stack(0, here, 0, Vec::new(), false);
+        let _ = self.unwind_cfi(&raw);
+    }
+
     /// A symbolizer that unwinds with the default mode ([`Unwind::Auto`]).
     #[cfg(test)]
     pub(crate) fn new() -> Self {
@@ -196,6 +230,12 @@ impl Symbolizer {
         })
     }
 
+    /// The tables' unwind of a sample, with each frame's stack pointer
+    /// (what learning a poll boundary needs, whatever the mode).
+    pub(crate) fn unwind_with_sps(&mut self, raw: &RawSample) -> crate::unwind::Unwound {
+        self.unwind_cfi(raw)
+    }
+
     fn unwind_cfi(&mut self, raw: &RawSample) -> crate::unwind::Unwound {
         let Symbolizer {
             cfi, modules, mem, ..
@@ -216,6 +256,7 @@ impl Symbolizer {
         if unwinds.len() <= 1 {
             return unwinds.pop().unwrap_or(crate::unwind::Unwound {
                 frames: vec![RawFrame::Pc(raw.regs.pc)],
+                sps: vec![raw.regs.sp],
                 end: End::Root,
                 exact: false,
             });

@@ -84,6 +84,9 @@ pub(crate) enum End {
 #[derive(Debug)]
 pub(crate) struct Unwound {
     pub(crate) frames: Vec<RawFrame>,
+    /// The stack pointer in each frame (`sps[k]` for `frames[k]`): frame
+    /// `k`'s canonical frame address is `sps[k + 1]`.
+    pub(crate) sps: Vec<u64>,
     pub(crate) end: End,
     /// No guessed register went into it: the sample's own registers, or a
     /// sample without a frame pointer whose unwind never needed one.
@@ -172,6 +175,7 @@ impl Cfi {
         let mut read = |addr: u64| copied_word(raw, addr).ok_or(());
         let mut regs = arch::regs(&raw.regs, fp);
         let mut frames = vec![RawFrame::Pc(raw.regs.pc)];
+        let mut sps = vec![raw.regs.sp];
         let mut at = FrameAddress::from_instruction_pointer(raw.regs.pc);
         while frames.len() < MAX_DEPTH {
             let (sp, fp) = arch::sp_fp(&regs);
@@ -183,11 +187,13 @@ impl Cfi {
                 Ok(Some(ra)) if is_code(ra) => match FrameAddress::from_return_address(ra) {
                     Some(next) => {
                         frames.push(RawFrame::Return(ra));
+                        sps.push(arch::sp_fp(&regs).0);
                         at = next;
                     }
                     None => {
                         return Unwound {
                             frames,
+                            sps,
                             end: broke,
                             exact: false,
                         }
@@ -201,6 +207,7 @@ impl Cfi {
                 {
                     return Unwound {
                         frames,
+                        sps,
                         end: broke,
                         exact: false,
                     }
@@ -208,6 +215,7 @@ impl Cfi {
                 Ok(None) => {
                     return Unwound {
                         frames,
+                        sps,
                         end: End::Root,
                         exact: false,
                     }
@@ -215,6 +223,7 @@ impl Cfi {
                 Ok(Some(_)) | Err(_) => {
                     return Unwound {
                         frames,
+                        sps,
                         end: broke,
                         exact: false,
                     }
@@ -224,6 +233,7 @@ impl Cfi {
         let (sp, fp) = arch::sp_fp(&regs);
         Unwound {
             frames,
+            sps,
             end: End::Broke { sp, fp },
             exact: false,
         }

@@ -305,6 +305,8 @@ mod tests {
             }],
             unwind: crate::config::Unwind::Auto,
             ended_by: crate::report::EndedBy::PollReturned,
+            mode: crate::report::EpisodeMode::Watched,
+            future: None,
         }
     }
 

@@ -84,6 +84,12 @@ fn episode(
         } else {
             crate::report::EndedBy::PollReturned
         },
+        // One episode found by sampling, so its fields are exercised.
+        mode: match id {
+            4 => crate::report::EpisodeMode::Sampled,
+            _ => crate::report::EpisodeMode::Watched,
+        },
+        future: (id == 4).then(|| "app::serve::{{closure}}".to_owned()),
     }
 }
 

@@ -57,6 +57,8 @@ pub(crate) fn episode_json(ep: &Episode, ctx: &Context<'_>) -> Value {
         "stack": ep.frames().iter().map(frame_json).collect::<Vec<_>>(),
         "top_user_frame": ep.top_user_frame().map(frame_json),
         "ended_by": ep.ended_by.as_str(),
+        "mode": ep.mode.as_str(),
+        "future": ep.future,
         "unwind": ep.unwind.name(),
         "cwd": ctx.cwd,
         "stacks": ep.stacks.iter().map(|s| json!({
@@ -120,6 +122,13 @@ pub(crate) fn parse_line(line: &str) -> Result<Parsed, String> {
             .get("ended_by")
             .and_then(Value::as_str)
             .map_or(EndedBy::PollReturned, EndedBy::parse),
+        // Written before the field existed: a probe or the hooks found it.
+        mode: match o.get("mode").and_then(Value::as_str) {
+            Some(m) => crate::report::EpisodeMode::parse(m),
+            None if u(o, "task_id").is_some() => crate::report::EpisodeMode::Hooks,
+            None => crate::report::EpisodeMode::Watched,
+        },
+        future: string(o, "future"),
         // Written before the field existed: frame pointers were the only way.
         unwind: match o.get("unwind").and_then(Value::as_str) {
             Some(name) => crate::config::Unwind::from_name(name).unwrap_or_default(),

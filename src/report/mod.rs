@@ -225,6 +225,58 @@ pub struct Episode {
     pub(crate) stacks: Vec<Stack>,
     pub(crate) unwind: crate::config::Unwind,
     pub(crate) ended_by: EndedBy,
+    pub(crate) mode: EpisodeMode,
+    pub(crate) future: Option<String>,
+}
+
+/// How an [`Episode`]'s poll was found: `mode` in `episodes.jsonl`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EpisodeMode {
+    /// tokio's poll hooks (`--cfg tokio_unstable` and an instrumented
+    /// builder): every task's polls, with task ids and spawn sites (`"hooks"`).
+    Hooks,
+    /// A probe: [`watch`](crate::watch), [`enter_poll`](crate::enter_poll),
+    /// a tower layer, an executor adapter (`"watched"`).
+    Watched,
+    /// Sampling the thread's stack, no probe: stable tokio's instrumented
+    /// builder or `pollwatch::tokio::attach()` (`"sampled"`). No task id
+    /// and no spawn site; [`Episode::future`] names the task's future.
+    Sampled,
+    /// Read back from an `episodes.jsonl` whose `mode` this version does not
+    /// know; never produced by a run.
+    Unknown,
+}
+
+impl EpisodeMode {
+    /// The string `episodes.jsonl` uses, e.g. `"sampled"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EpisodeMode::Hooks => "hooks",
+            EpisodeMode::Watched => "watched",
+            EpisodeMode::Sampled => "sampled",
+            EpisodeMode::Unknown => "unknown",
+        }
+    }
+
+    /// The mode for a string of `episodes.jsonl` ([`Unknown`](EpisodeMode::Unknown)
+    /// for any other).
+    pub(crate) fn parse(s: &str) -> EpisodeMode {
+        [
+            EpisodeMode::Hooks,
+            EpisodeMode::Watched,
+            EpisodeMode::Sampled,
+        ]
+        .into_iter()
+        .find(|e| e.as_str() == s)
+        .unwrap_or(EpisodeMode::Unknown)
+    }
+}
+
+impl fmt::Display for EpisodeMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// How an [`Episode`] ended: `ended_by` in `episodes.jsonl`.
@@ -290,6 +342,18 @@ impl Episode {
     /// How the episode ended (`ended_by` in `episodes.jsonl`).
     pub fn ended_by(&self) -> EndedBy {
         self.ended_by
+    }
+
+    /// How the poll was found (`mode` in `episodes.jsonl`).
+    pub fn mode(&self) -> EpisodeMode {
+        self.mode
+    }
+
+    /// For a [sampled](EpisodeMode::Sampled) episode, which has no spawn
+    /// location: the task's future, named from the stack (its outermost
+    /// frame of the user's code, e.g. `app::handle::{{closure}}`).
+    pub fn future(&self) -> Option<&str> {
+        self.future.as_deref()
     }
 
     /// How long the poll held the thread (within a tick of the watchdog).
@@ -405,6 +469,7 @@ impl Episode {
     #[cfg_attr(not(pollwatch_supported), allow(dead_code))]
     pub(crate) fn heap_bytes(&self) -> usize {
         let opt = |s: &Option<String>| s.as_ref().map_or(0, String::capacity);
+        let future = opt(&self.future);
         let stacks: usize = self
             .stacks
             .iter()
@@ -422,6 +487,7 @@ impl Episode {
             + opt(&self.runtime)
             + opt(&self.spawned_at)
             + opt(&self.label)
+            + future
             + stacks
     }
 }
@@ -458,6 +524,11 @@ pub struct Counters {
     pub suppressed_lines: u64,
     /// Threads not watched because the registry was full.
     pub unwatched_threads: u64,
+    /// Polls the watchdog found running when it looked, on any thread and
+    /// found any way (a lower bound: most polls end between two looks). 0
+    /// at the end of a run means no poll was watched at all: no
+    /// `pollwatch::tokio::attach()`, no instrumented builder, no `watch`.
+    pub polls_seen: u64,
     /// Polls that began and ended between two looks of the watchdog more
     /// than a threshold apart (its thread was kept from a CPU, on a machine
     /// short of one), so they may have been longer than the threshold
@@ -596,6 +667,8 @@ pub struct Report {
     pub(crate) total_episodes: u64,
     pub(crate) total_blocked: Duration,
     pub(crate) descheduled: Vec<DescheduledPoll>,
+    /// Set at the end of a run in which no poll was watched.
+    pub(crate) watched_nothing: bool,
 }
 
 impl Report {
@@ -779,6 +852,8 @@ mod tests {
             stacks: Vec::new(),
             unwind: crate::config::Unwind::Auto,
             ended_by: EndedBy::PollReturned,
+            mode: EpisodeMode::Watched,
+            future: None,
         };
         let empty = ep.heap_bytes();
         ep.stacks = vec![stack; 3];

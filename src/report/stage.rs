@@ -11,9 +11,14 @@ use super::files::Writer;
 use super::flush::Pending;
 use super::stacks::Stacks;
 use super::view;
-use super::{syscalls, EndedBy, Episode, Frame, Report, Stack, ThreadState};
-use crate::episode::{Descheduled, EndReason, Ended, Event, StackOf, Started, Tag, WatchdogStats};
+use super::{syscalls, EndedBy, Episode, EpisodeMode, Frame, Report, Stack, ThreadState};
+use crate::episode::{
+    Descheduled, EndReason, Ended, Event, Mode, StackOf, Started, Tag, WatchdogStats,
+};
+use crate::registry::{fingerprint, Bound, Slot, REGION_MAX};
+use crate::sampler::RawSample;
 use crate::symbolize::{RawFrame, Symbolizer};
+use crate::unwind::copied_word;
 
 /// Episodes kept in memory for [`Report::episodes`]; later ones are still written.
 const MAX_EPISODES: usize = 10_000;
@@ -79,9 +84,21 @@ impl RateLimit {
     }
 }
 
+/// Said (stderr, summary) when a run watched no poll at all: a silent
+/// "0 episodes" would read like a healthy run.
+pub(crate) const NOTHING_WATCHED: &str = "no poll was watched: call `pollwatch::tokio::attach()` first in \
+     your async main, or instrument the runtime's builder (`pollwatch::tokio::instrument`), or wrap \
+     futures with `pollwatch::watch`";
+
+/// Learning samples remembered as inside a poll (a conditional episode
+/// refers to one of the last few).
+const IN_POLL_KEPT: usize = 4096;
+
 pub(crate) struct Stage {
     cfg: StageConfig,
     sym: Symbolizer,
+    /// Learning samples that were inside a task poll, by number.
+    in_poll: std::collections::HashSet<u64>,
     writer: Option<Writer>,
     open: HashMap<u64, Open>,
     report: Report,
@@ -106,7 +123,7 @@ impl Stage {
         let began = Instant::now();
         // Debug info is loaded at the first stack, not here: a run that never
         // blocks never pays its memory (tens of MiB for a large binary).
-        let sym = Symbolizer::with_mode(cfg.unwind);
+        let sym = Symbolizer::reuse(cfg.unwind);
         let symbolize_time = began.elapsed();
         let report = Report {
             threshold: cfg.threshold,
@@ -117,6 +134,7 @@ impl Stage {
         Stage {
             cfg,
             sym,
+            in_poll: std::collections::HashSet::new(),
             writer,
             open: HashMap::new(),
             report,
@@ -181,6 +199,11 @@ impl Stage {
 
     fn handle(&mut self, ev: Event) {
         match ev {
+            Event::Started(s) if s.requires_poll.is_some_and(|n| !self.in_poll.contains(&n)) => {
+                // Seen only through a learning sample that was not inside a
+                // task poll (a parked worker, a thread that is no executor):
+                // its samples and end find no open episode and are dropped.
+            }
             Event::Started(s) => {
                 self.sym.refresh();
                 self.open.insert(
@@ -217,6 +240,13 @@ impl Stage {
             }
             Event::Ended { id, end } => self.ended(id, end),
             Event::Descheduled(d) => self.descheduled(*d),
+            Event::Warm => self.sym.warm(),
+            Event::Learn {
+                slot,
+                generation,
+                seq,
+                raw,
+            } => self.learn(slot, generation, seq, &raw),
             Event::Finished(stats) => self.watchdog = stats,
         }
     }
@@ -304,6 +334,55 @@ impl Stage {
         self.live(&line);
     }
 
+    /// Learns where task polls begin on a sampled thread's stack, from a
+    /// sample outside any poll the watchdog knows, and tells the watchdog
+    /// through the thread's slot.
+    fn learn(&mut self, slot: &'static Slot, generation: u64, seq: u64, raw: &RawSample) {
+        let began = Instant::now();
+        self.sym.refresh();
+        let u = self.sym.unwind_with_sps(raw);
+        let groups: Vec<_> = u.frames.iter().map(|&f| self.sym.resolve(f)).collect();
+        let refs: Vec<&[Frame]> = groups.iter().map(|g| &g[..]).collect();
+        let bound = view::poll_boundary(&refs).and_then(|k| bound_at(raw, &u, k));
+        if let Some(b) = bound {
+            let top = crate::sys::proc::mapping_of(b.at).map(|m| m.hi());
+            // The boundary as already known, on this thread or shared from
+            // another: the same place read the same way gives the same
+            // fingerprint, and one poll stays one poll.
+            let b = slot
+                .bounds
+                .find(b.at, b.word)
+                .or_else(|| {
+                    let shared = crate::registry::relative(b, top?)?;
+                    let known = crate::registry::SHARED.find(shared.at, shared.word)?;
+                    crate::registry::absolute(known, top?)
+                })
+                .unwrap_or(b);
+            if slot.generation.load(Ordering::Acquire) == generation {
+                // The hash the watchdog will read while this poll goes on.
+                let copied = |at: u64, buf: &mut [u8]| {
+                    for (i, c) in buf.chunks_exact_mut(8).enumerate() {
+                        c.copy_from_slice(&copied_word(raw, at + 8 * i as u64)?.to_ne_bytes());
+                    }
+                    Some(buf.len())
+                };
+                if let Some(fp) = fingerprint([b].into_iter(), copied) {
+                    slot.learned_fp.store(fp, Ordering::Relaxed);
+                    slot.learned_seq.store(seq, Ordering::Release);
+                }
+                slot.bounds.learn(b);
+                if let Some(rel) = top.and_then(|top| crate::registry::relative(b, top)) {
+                    crate::registry::SHARED.learn(rel);
+                }
+            }
+            if self.in_poll.len() >= IN_POLL_KEPT {
+                self.in_poll.clear();
+            }
+            self.in_poll.insert(seq);
+        }
+        self.symbolize_time += began.elapsed();
+    }
+
     fn descheduled(&mut self, d: Descheduled) {
         let list = &mut self.report.descheduled;
         let poll = super::DescheduledPoll {
@@ -388,6 +467,15 @@ impl Stage {
             )
         });
         let s = &o.started;
+        // The task's root future: the outermost frame of the user's code.
+        let future = (s.mode == Mode::Sampled)
+            .then(|| {
+                stacks
+                    .iter()
+                    .find_map(|st| st.frames.iter().rev().find(|f| !view::is_library(f)))
+                    .map(|f| f.function.clone())
+            })
+            .flatten();
         let episode = Episode {
             id,
             thread: s.thread.clone(),
@@ -412,6 +500,12 @@ impl Stage {
                 EndReason::ThreadExited => EndedBy::ThreadExited,
                 EndReason::Stopped => EndedBy::StillBlockedAtStop,
             },
+            mode: match s.mode {
+                Mode::Hooks => EpisodeMode::Hooks,
+                Mode::Watched => EpisodeMode::Watched,
+                Mode::Sampled => EpisodeMode::Sampled,
+            },
+            future,
         };
         if !o.announced {
             // No stack of the user's code came (the thread could not be
@@ -483,6 +577,7 @@ impl Stage {
         c.dropped_samples = self.watchdog.dropped;
         c.suppressed_lines = self.limit.suppressed;
         c.unwatched_threads = crate::registry::overflow() as u64;
+        c.polls_seen = self.watchdog.polls_seen;
         c.unseen_polls = self.watchdog.unseen;
         let lat = &self.watchdog.capture_latency;
         self.report.overhead = super::Overhead {
@@ -531,6 +626,9 @@ impl Stage {
             };
             self.ended(id, end);
         }
+        // The watchdog's counters are in by now (it hangs up after them).
+        self.report.watched_nothing =
+            self.report.total_episodes == 0 && self.watchdog.polls_seen == 0;
         self.flush();
         if self.cfg.live || self.report.total_episodes > 0 {
             let r = &self.report;
@@ -545,8 +643,43 @@ impl Stage {
             }
             eprintln!("{line}");
         }
-        (self.report, self.errors)
+        if self.report.watched_nothing {
+            eprintln!("pollwatch: {NOTHING_WATCHED}");
+        }
+        let Stage {
+            report,
+            errors,
+            sym,
+            ..
+        } = self;
+        sym.keep();
+        (report, errors)
     }
+}
+
+/// The boundary of a poll whose outermost frame of the future's code is
+/// physical frame `k` of `u`: the word holding the return address into
+/// the executor (`k + 1`), and the executor's frames from `k`'s canonical
+/// frame address up, as far as the unwind reached.
+fn bound_at(raw: &RawSample, u: &crate::unwind::Unwound, k: usize) -> Option<Bound> {
+    let lo = *u.sps.get(k)?;
+    let cfa = *u.sps.get(k + 1)?;
+    let ra = u.frames.get(k + 1)?.address();
+    // Where the return address is kept: pushed right below the CFA by the
+    // call (x86_64), or saved with the frame record (aarch64's `lr`).
+    let at = (lo..cfa)
+        .rev()
+        .step_by(8)
+        .map(|a| a & !7)
+        .find(|&a| copied_word(raw, a) == Some(ra))?;
+    let top = u.sps.last().copied().unwrap_or(cfa).max(cfa);
+    let len = u32::try_from(top - cfa).unwrap_or(u32::MAX).min(REGION_MAX);
+    (len >= 16).then_some(Bound {
+        at,
+        word: ra,
+        from: cfa,
+        len,
+    })
 }
 
 fn who(s: &Started) -> String {

@@ -88,15 +88,20 @@ pub(crate) fn write_longest<'a>(
     }
     let _ = writeln!(s, "\nlongest episodes:");
     for ep in worst {
-        let task = super::describe_poll(ep.label.as_deref(), ep.task_id, ep.spawned_at.as_deref())
-            .map(|t| format!(" {}", clean(&t)))
-            .unwrap_or_default();
+        let task = match (&ep.future, ep.mode) {
+            // Found by sampling: no spawn site, the future named from the stack.
+            (Some(f), super::EpisodeMode::Sampled) => Some(format!("future {f}")),
+            _ => super::describe_poll(ep.label.as_deref(), ep.task_id, ep.spawned_at.as_deref()),
+        }
+        .map(|t| format!(" {}", clean(&t)))
+        .unwrap_or_default();
         let _ = writeln!(
             s,
-            "  {:>8.1} ms  {} (tid {}){task}: on-cpu {:.1} ms, off-cpu {:.1} ms, waiting for a CPU {:.1} ms",
+            "  {:>8.1} ms  {} (tid {}){task} [{}]: on-cpu {:.1} ms, off-cpu {:.1} ms, waiting for a CPU {:.1} ms",
             ep.duration.as_secs_f64() * 1000.0,
             clean(&ep.thread),
             ep.tid,
+            ep.mode,
             ep.on_cpu.as_secs_f64() * 1000.0,
             ep.off_cpu.as_secs_f64() * 1000.0,
             ep.runnable.as_secs_f64() * 1000.0,
@@ -165,6 +170,9 @@ pub(crate) fn text(r: &Report) -> String {
     .filter(|(n, _)| *n > 0)
     .map(|(n, what)| format!("  {n} {what}"))
     .collect();
+    if r.watched_nothing {
+        let _ = writeln!(s, "\n{}", super::stage::NOTHING_WATCHED);
+    }
     if !notes.is_empty() {
         let _ = writeln!(s, "\nalso:");
         for n in notes {

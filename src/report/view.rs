@@ -237,9 +237,146 @@ pub(crate) fn top_user_frame(frames: &[Frame]) -> Option<&Frame> {
     frames.iter().find(|f| !is_library(f))
 }
 
+/// Where an executor runs a task poll, or polls a `block_on` root: the
+/// outermost of these on a stack is the thread's executor loop.
+const POLL_LOOPS: &[&str] = &[
+    "tokio::runtime::scheduler::multi_thread::worker::Context::run_task",
+    "tokio::runtime::scheduler::current_thread::Context::run_task",
+    "tokio::runtime::scheduler::current_thread::CoreGuard::block_on",
+    "tokio::runtime::park::CachedParkThread::block_on",
+];
+
+/// Frames that belong to the executor between its loop and the future, or
+/// to what it calls to park (std's condition variable, the C library): a
+/// future's own poll is never one of these.
+const EXECUTOR_PATHS: &[&str] = &[
+    "tokio::runtime::",
+    "tokio::task::coop::",
+    "tokio::loom::",
+    "core::",
+    "alloc::",
+    "std::",
+    "parking_lot::",
+    "parking_lot_core::",
+    "lock_api::",
+];
+
+fn is_executor(f: &Frame) -> bool {
+    in_path(f, EXECUTOR_PATHS) || !f.function.contains("::")
+}
+
+/// Which physical frame of a stack (each group a physical frame's frames,
+/// inlined ones first; innermost group first) is the outermost one that
+/// runs code of a task's future, inside the thread's executor loop. The
+/// frames outward of it are the executor's, and stay as they are until the
+/// poll returns: the watchdog tells polls apart by them. `None`: the thread
+/// is not inside a poll (parked, between tasks, not an executor).
+pub(crate) fn poll_boundary(groups: &[&[Frame]]) -> Option<usize> {
+    let is_loop = |f: &Frame| POLL_LOOPS.iter().any(|p| f.function.contains(p));
+    let l = groups.iter().rposition(|g| g.iter().any(is_loop))?;
+    // Inlined into the loop's own frame (a `block_on` root): the frames
+    // inward of the loop marker in that group.
+    let group = groups[l];
+    let marker = group.iter().rposition(is_loop)?;
+    if group[..marker].iter().any(|f| !is_executor(f)) {
+        return Some(l);
+    }
+    (0..l)
+        .rev()
+        .find(|&k| groups[k].iter().any(|f| !is_executor(f)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_poll_begins_at_the_outermost_frame_of_the_future() {
+        let g = |names: &[&str]| names.iter().map(|n| f(n)).collect::<Vec<_>>();
+        let stack = [
+            g(&["std::thread::sleep"]),
+            g(&["app::blocker", "app::handler::{{closure}}"]),
+            g(&[
+                "tokio::runtime::task::core::Core<T,S>::poll::{{closure}}",
+                "tokio::runtime::task::harness::poll_future",
+                "tokio::runtime::task::raw::poll",
+            ]),
+            g(&["tokio::runtime::scheduler::multi_thread::worker::Context::run_task"]),
+            g(&["tokio::runtime::scheduler::multi_thread::worker::Context::run"]),
+            g(&["std::thread::start"]),
+        ];
+        let groups: Vec<&[Frame]> = stack.iter().map(|v| v.as_slice()).collect();
+        assert_eq!(poll_boundary(&groups), Some(1));
+        // The future inlined into the harness's frame: that frame is the poll's.
+        let inlined = [
+            g(&["std::thread::sleep"]),
+            g(&[
+                "app::handler::{{closure}}",
+                "tokio::runtime::task::raw::poll",
+            ]),
+            g(&["tokio::runtime::scheduler::multi_thread::worker::Context::run_task"]),
+        ];
+        let groups: Vec<&[Frame]> = inlined.iter().map(|v| v.as_slice()).collect();
+        assert_eq!(poll_boundary(&groups), Some(1));
+        // A `block_on` root inlined into the loop's frame.
+        let root = [
+            g(&["std::thread::sleep"]),
+            g(&[
+                "app::main::{{closure}}",
+                "tokio::runtime::scheduler::current_thread::CoreGuard::block_on",
+            ]),
+            g(&["tokio::runtime::runtime::Runtime::block_on"]),
+            g(&["app::main"]),
+        ];
+        let groups: Vec<&[Frame]> = root.iter().map(|v| v.as_slice()).collect();
+        assert_eq!(poll_boundary(&groups), Some(1));
+    }
+
+    #[test]
+    fn a_parked_worker_or_a_plain_thread_has_no_poll() {
+        let g = |names: &[&str]| names.iter().map(|n| f(n)).collect::<Vec<_>>();
+        let parked = [
+            g(&["epoll_wait"]),
+            g(&["tokio::runtime::io::driver::Driver::turn"]),
+            g(&["tokio::runtime::scheduler::multi_thread::worker::Context::park"]),
+            g(&["tokio::runtime::scheduler::multi_thread::worker::Context::run"]),
+        ];
+        let groups: Vec<&[Frame]> = parked.iter().map(|v| v.as_slice()).collect();
+        assert_eq!(poll_boundary(&groups), None);
+        // `block_on` parked on its condition variable: no future is polled.
+        let block_on_parked = [
+            g(&["__futex_abstimed_wait_common"]),
+            g(&["std::sys::sync::condvar::futex::Condvar::wait"]),
+            g(&["tokio::runtime::park::Inner::park"]),
+            g(&["tokio::runtime::park::CachedParkThread::park"]),
+            g(&["tokio::runtime::park::CachedParkThread::block_on"]),
+            g(&["app::main"]),
+        ];
+        let groups: Vec<&[Frame]> = block_on_parked.iter().map(|v| v.as_slice()).collect();
+        assert_eq!(poll_boundary(&groups), None);
+        let plain = [
+            g(&["read"]),
+            g(&["app::reader"]),
+            g(&["std::thread::start"]),
+        ];
+        let groups: Vec<&[Frame]> = plain.iter().map(|v| v.as_slice()).collect();
+        assert_eq!(poll_boundary(&groups), None);
+    }
+
+    #[test]
+    fn a_nested_runtime_keeps_the_outer_poll() {
+        let g = |names: &[&str]| names.iter().map(|n| f(n)).collect::<Vec<_>>();
+        let stack = [
+            g(&["std::thread::sleep"]),
+            g(&["app::inner::{{closure}}"]),
+            g(&["tokio::runtime::park::CachedParkThread::block_on"]),
+            g(&["app::outer::{{closure}}"]),
+            g(&["tokio::runtime::task::raw::poll"]),
+            g(&["tokio::runtime::scheduler::multi_thread::worker::Context::run_task"]),
+        ];
+        let groups: Vec<&[Frame]> = stack.iter().map(|v| v.as_slice()).collect();
+        assert_eq!(poll_boundary(&groups), Some(3));
+    }
 
     fn f(name: &str) -> Frame {
         Frame {

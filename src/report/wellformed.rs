@@ -88,6 +88,8 @@ fn episode() -> impl Strategy<Value = Episode> {
                 stacks,
                 ended_by: crate::report::EndedBy::PollReturned,
                 unwind: crate::config::Unwind::Auto,
+                mode: crate::report::EpisodeMode::Watched,
+                future: None,
             },
         )
 }

@@ -51,6 +51,15 @@ fn hook(
     builder: &mut tokio::runtime::Builder,
     label: Option<Arc<str>>,
 ) -> &mut tokio::runtime::Builder {
+    // Stable tokio has no task hooks: the workers are watched by sampling,
+    // and the park hooks tell the watchdog when a worker runs tasks at all.
+    #[cfg(not(tokio_unstable))]
+    builder
+        .on_thread_start(move || probe::register_sampled_thread(label.clone()))
+        .on_thread_stop(probe::deregister_thread)
+        .on_thread_park(probe::parked)
+        .on_thread_unpark(probe::unparked);
+    #[cfg(tokio_unstable)]
     builder
         .on_thread_start(move || probe::register_thread(label.clone()))
         .on_thread_stop(probe::deregister_thread);
@@ -64,6 +73,50 @@ fn hook(
         })
         .on_after_task_poll(|_| probe::exit_hook());
     builder
+}
+
+/// Watches every worker of the runtime this is called in, with nothing else
+/// to change: the line for `#[tokio::main]`, whose builder you do not hold.
+///
+/// Call it as the first statement of the async main, after
+/// [`init`](crate::init). It registers the calling thread and, for a
+/// multi-thread runtime, finds the runtime's other threads; the watchdog
+/// keeps finding threads started later, until the guard finishes. Their
+/// polls are found by sampling
+/// (episodes say `mode: sampled`): no probe is added to any poll.
+///
+/// ```no_run
+/// #[tokio::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let guard = pollwatch::init()?;
+///     pollwatch::tokio::attach()?;
+///     // ... the program ...
+///     guard.finish()?;
+///     Ok(())
+/// }
+/// ```
+///
+/// Fails with [`Error::NoRuntime`](crate::Error::NoRuntime) outside a
+/// runtime. With `POLLWATCH=0` it does nothing.
+pub fn attach() -> crate::Result<()> {
+    let handle = tokio::runtime::Handle::try_current().map_err(|_| crate::Error::NoRuntime)?;
+    #[cfg(pollwatch_supported)]
+    {
+        if crate::registry::is_disabled() {
+            return Ok(());
+        }
+        // The calling thread polls the main future: a worker itself on a
+        // current-thread runtime, the `block_on` thread on a multi-thread one.
+        probe::register_sampled_thread(None);
+        if matches!(
+            handle.runtime_flavor(),
+            tokio::runtime::RuntimeFlavor::MultiThread
+        ) {
+            crate::watchdog::discovery::enable();
+        }
+    }
+    let _ = handle;
+    Ok(())
 }
 
 /// tokio's `task::Id` as a number. `Id` exposes no getter, but it hashes as

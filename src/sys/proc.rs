@@ -110,6 +110,24 @@ impl ThreadFiles {
     }
 }
 
+/// The mapping of this process that holds address `addr` (a thread's stack,
+/// found from its stack pointer), from `/proc/self/maps`.
+pub(crate) fn mapping_of(addr: u64) -> Option<super::stack::StackRange> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let (lo, hi) = parse_mapping_of(&maps, addr)?;
+    super::stack::StackRange::new(lo, hi)
+}
+
+fn parse_mapping_of(maps: &str, addr: u64) -> Option<(u64, u64)> {
+    maps.lines().find_map(|l| {
+        let range = l.split_ascii_whitespace().next()?;
+        let (lo, hi) = range.split_once('-')?;
+        let lo = u64::from_str_radix(lo, 16).ok()?;
+        let hi = u64::from_str_radix(hi, 16).ok()?;
+        (lo <= addr && addr < hi).then_some((lo, hi))
+    })
+}
+
 fn parse_schedstat_wait(buf: &[u8]) -> Option<u64> {
     std::str::from_utf8(buf)
         .ok()?
@@ -211,5 +229,25 @@ mod tests {
         let mut buf = [0u8; SYSCALL_LINE];
         // Read while running: "running" (or the read itself).
         assert!(p.syscall_line(&mut buf).is_some());
+    }
+
+    #[test]
+    fn the_mapping_holding_an_address() {
+        let maps = "5600-5700 r-xp 00000000 08:01 12 /bin/x\n\
+                    7f00-7f80 rw-p 00000000 00:00 0 \n\
+                    7ffc-7ffe rw-p 00000000 00:00 0 [stack]\n";
+        assert_eq!(
+            super::parse_mapping_of(maps, 0x7f10),
+            Some((0x7f00, 0x7f80))
+        );
+        assert_eq!(
+            super::parse_mapping_of(maps, 0x7ffd),
+            Some((0x7ffc, 0x7ffe))
+        );
+        assert_eq!(super::parse_mapping_of(maps, 0x7f80), None);
+        let here = 0u64;
+        let sp = std::ptr::addr_of!(here) as u64;
+        let range = super::mapping_of(sp).expect("the test's own stack");
+        assert!(range.contains(sp));
     }
 }

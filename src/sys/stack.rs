@@ -23,6 +23,13 @@ impl StackRange {
         (lo < hi).then_some(StackRange { lo, hi })
     }
 
+    /// A range no stack pointer lies in: a request with it makes the
+    /// handler record the registers and copy nothing (how the watchdog finds
+    /// the stack of a thread it did not register itself, from its `sp`).
+    pub(crate) fn registers_only() -> StackRange {
+        StackRange { lo: 1, hi: 2 }
+    }
+
     /// One past the highest address of the stack (its top: stacks grow down).
     pub(crate) fn hi(self) -> u64 {
         self.hi

@@ -21,7 +21,9 @@
 //! a second by default, the floor of an idle pollwatch's cost), the sample
 //! interval while an episode runs.
 
+pub(crate) mod discovery;
 mod policy;
+mod sampled;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
@@ -29,7 +31,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::episode::{
-    Descheduled, EndReason, Ended, Event, StackOf, Started, Tag, WatchdogStats as Stats,
+    Descheduled, EndReason, Ended, Event, Mode, StackOf, Started, Tag, WatchdogStats as Stats,
 };
 use crate::registry::{self, Slot};
 use crate::sampler::{self, budget, Answer, Missed, Pending, RawSample, Target};
@@ -45,6 +47,10 @@ const MAX_INTERVAL: Duration = Duration::from_millis(100);
 /// A signal unanswered this long while the thread got CPU: look whether the
 /// program blocks it.
 const BLOCKED_CHECK_AFTER: Duration = Duration::from_millis(50);
+/// How often `attach`'s discovery looks for new threads.
+const SCAN_EVERY: Duration = Duration::from_millis(250);
+/// How often a thread registered from outside is checked to be alive.
+const ALIVE_EVERY: Duration = Duration::from_secs(1);
 
 /// What the watchdog needs from the configuration.
 #[derive(Clone, Debug)]
@@ -190,7 +196,68 @@ struct Track {
     seen_late: bool,
     files: Option<ThreadFiles>,
     live: Option<Live>,
+    /// A thread watched by sampling: how its polls were told apart so far.
+    view: Option<sampled::View>,
+    /// The slot's boundary table version the view last saw.
+    bounds_version: u64,
+    /// Learning samples sent, newest last: where each was taken.
+    learns: std::collections::VecDeque<LearnPoint>,
+    /// A poll just seen is the one a learning sample was taken in: it has
+    /// run since that sample.
+    backdate: Option<LearnPoint>,
+    /// The last learning sample of a thread blocked in the kernel, followed
+    /// while the thread stays in that call: if the sample turns out to be
+    /// inside a poll only after the poll returned (the first learning of a
+    /// process loads the debug info), the poll is reported from this.
+    retro: Option<Box<Retro>>,
+    /// A learning signal not answered yet.
+    learn_pending: Option<Pending>,
+    /// The top of the thread's stack mapping, where shared boundaries are
+    /// placed from.
+    map_top: Option<u64>,
 }
+
+/// A blocked learning sample, and how long its thread stayed in that call.
+#[derive(Debug)]
+struct Retro {
+    point: LearnPoint,
+    line: [u8; SYSCALL_LINE],
+    len: usize,
+    nr: Option<u32>,
+    raw: RawSample,
+    /// The last look that found the thread still in the call.
+    until: Instant,
+    until_sched: Option<procfs::Sched>,
+    /// A look found it elsewhere: `until` is final.
+    left: bool,
+    /// The look that found it elsewhere.
+    left_at: Option<Instant>,
+    /// The followed call the thread left for this one, from one look to the
+    /// next: the same poll (spawning a child, then waiting for it) if the
+    /// executor frames of both samples read the same, once the poll's
+    /// boundary is learned; reported on its own otherwise.
+    prev: Option<Box<Retro>>,
+    /// Folded in from `prev` (same poll): its stack, call and the time it
+    /// sat in it.
+    earlier: Option<(RawSample, Option<u32>, Duration)>,
+}
+
+/// A followed learning sample whose poll was never confirmed is dropped
+/// this long after its thread left the call.
+const RETRO_KEPT: Duration = Duration::from_secs(5);
+
+/// When and in what accounting state a learning sample was taken.
+#[derive(Clone, Copy, Debug)]
+struct LearnPoint {
+    seq: u64,
+    at: Instant,
+    /// The look before it (the poll began after).
+    after: Instant,
+    sched: Option<procfs::Sched>,
+}
+
+/// Learning samples remembered per thread for backdating.
+const LEARNS_KEPT: usize = 4;
 
 impl Track {
     /// `last_tick`: the watchdog's previous tick. The thread registered after
@@ -214,7 +281,23 @@ impl Track {
             seen_late: false,
             files: None,
             live: None,
+            view: None,
+            bounds_version: 0,
+            learns: std::collections::VecDeque::new(),
+            backdate: None,
+            retro: None,
+            learn_pending: None,
+            map_top: None,
         };
+        let probe = t.epoch;
+        if slot.sampled.load(Ordering::Acquire) {
+            // Its polls are counted by the watchdog from the first look,
+            // except a watched one, whose probe is exact.
+            t.epoch = match probe % 2 {
+                1 => sampled::PROBE | probe,
+                _ => 0,
+            };
+        }
         // A thread first seen inside a poll (a new thread's first poll) is
         // measured from this first look, like any other poll, plus the CPU
         // it used since it registered if this is its first poll since.
@@ -222,7 +305,7 @@ impl Track {
             t.begin_account(now);
             let reg_epoch = slot.registered_epoch.load(Ordering::Relaxed);
             let reg_cpu = slot.registered_cpu_ns.load(Ordering::Relaxed);
-            if t.epoch == reg_epoch.wrapping_add(1) && reg_cpu != u64::MAX {
+            if probe == reg_epoch.wrapping_add(1) && reg_cpu != u64::MAX {
                 if let Some(a) = t.acct.as_mut() {
                     a.add_unseen_cpu(now.saturating_duration_since(last_tick), reg_cpu);
                 }
@@ -234,6 +317,19 @@ impl Track {
     fn files(&mut self) -> &ThreadFiles {
         let tid = self.tid;
         self.files.get_or_insert_with(|| ThreadFiles::open(tid))
+    }
+
+    /// Whether the poll this track last saw (`self.epoch`) is still the
+    /// one in progress, looked at again now: after reading the thread's
+    /// state, so that state is the poll's. A watched poll's probe says so;
+    /// a sampled poll has none, and its executor frames, read again, do.
+    fn still_in_poll(&self) -> bool {
+        let probe = self.slot.epoch.load(Ordering::Acquire);
+        match self.view.as_ref() {
+            None => probe == self.epoch,
+            Some(_) if self.epoch & sampled::PROBE != 0 => probe | sampled::PROBE == self.epoch,
+            Some(v) => sampled::look(self.slot, self.map_top) == v.fp(),
+        }
     }
 
     fn begin_account(&mut self, now: Instant) {
@@ -369,11 +465,21 @@ pub(crate) struct Watchdog {
     version: u64,
     snapshot: Vec<&'static Slot>,
     last_tick: Instant,
+    /// When `attach`'s discovery looks for new threads next.
+    next_scan: Instant,
     /// Stacks of blocked threads can be copied without a signal.
     can_read: bool,
     /// No sampling signal of ours is left (the program took them over).
     no_signal: bool,
+    /// The report stage was told to get ready for sampled threads.
+    warmed: bool,
+    /// Learning samples sent so far (each has its number).
+    learn_seq: u64,
 }
+
+/// Learning signals left waiting at once, so that episodes always find a
+/// free sample buffer.
+const LEARN_INFLIGHT: usize = 2;
 
 impl Watchdog {
     pub(crate) fn new(settings: Settings, tx: SyncSender<Event>, stop: Arc<Stop>) -> Self {
@@ -401,8 +507,11 @@ impl Watchdog {
             version: u64::MAX,
             snapshot: Vec::new(),
             last_tick: started,
+            next_scan: Instant::now(),
             can_read,
             no_signal: false,
+            warmed: false,
+            learn_seq: 0,
         }
     }
 
@@ -448,19 +557,26 @@ impl Watchdog {
         for i in 0..self.tracks.len() {
             // What happened since the last tick decides how the episode
             // ended: the poll returned, or its thread left (or died) in it.
-            let t = &mut self.tracks[i];
-            if t.live.is_none() {
+            // A blocked learning sample the report stage has not answered
+            // for yet: it decides, in order, whether that was a poll.
+            if let Some(r) = self.tracks[i].retro.take() {
+                self.report_retro(i, now, *r);
+            }
+            if self.tracks[i].live.is_none() {
                 continue;
             }
+            let epoch = self.epoch_of(i, now);
+            let t = &mut self.tracks[i];
             let left = t.slot.generation.load(Ordering::Acquire) != t.generation;
             let reason = reason_at_stop(AtStop {
                 left,
                 left_in_poll: left && t.slot.exited_in_poll.load(Ordering::Relaxed),
-                returned: t.slot.epoch.load(Ordering::Acquire) != t.epoch,
+                returned: epoch != t.epoch,
                 alive: !t.dead && t.files().alive(),
             });
             self.end_episode(i, now, reason);
         }
+        discovery::disable();
         self.stats.dropped += self.out.dropped;
         self.stats.cpu = crate::sys::thread::cpu_time_ns(crate::sys::thread::gettid())
             .map_or(Duration::ZERO, Duration::from_nanos);
@@ -484,9 +600,10 @@ impl Watchdog {
                 // start, slots are older than the guard: not its business.)
                 if !first {
                     let registered = slot.registered_epoch.load(Ordering::Relaxed);
+                    // (A sampled track's watched poll carries the PROBE bit.)
                     self.stats.unseen += unseen_polls(
                         registered,
-                        t.epoch,
+                        t.epoch & !sampled::PROBE,
                         Unjudged {
                             open: false,
                             seen_late: false,
@@ -502,6 +619,10 @@ impl Watchdog {
 
     fn tick(&mut self, now: Instant) -> Instant {
         self.out.flush();
+        if discovery::enabled() && now >= self.next_scan {
+            discovery::scan();
+            self.next_scan = now + SCAN_EVERY;
+        }
         self.refresh(now);
         let mut wake = now.checked_add(self.idle_tick()).unwrap_or(now);
         for i in 0..self.tracks.len() {
@@ -518,14 +639,558 @@ impl Watchdog {
         wake.max(now + Duration::from_micros(100))
     }
 
-    /// Looks at one slot; returns when it next needs attention.
+    /// Looks at one slot; returns when it next needs attention. A sampled
+    /// thread inside a poll is looked at every quarter threshold: each look
+    /// is one small read, and it is what tells one poll from the next.
     fn check(&mut self, i: usize, now: Instant) -> Option<Instant> {
+        let next = self.check_slot(i, now);
+        let t = &self.tracks[i];
+        if t.view.is_some() && t.epoch % 2 == 1 && t.live.is_none() {
+            let look = now + (self.settings.threshold / 4).max(Duration::from_micros(250));
+            return Some(next.map_or(look, |n| n.min(look)));
+        }
+        next
+    }
+
+    /// The poll count of slot `i` now: the probe's epoch, or for a thread
+    /// watched by sampling, the watchdog's own count from reading its stack.
+    fn epoch_of(&mut self, i: usize, now: Instant) -> u64 {
         let threshold = self.settings.threshold;
         let t = &mut self.tracks[i];
+        let probe = t.slot.epoch.load(Ordering::Acquire);
+        if !t.slot.sampled.load(Ordering::Acquire) || t.tid == 0 {
+            return probe;
+        }
+        // A running thread outside any known poll is sampled again after a
+        // quarter threshold, backing off to one threshold: a CPU-bound poll
+        // on a path not learned yet is found within its first threshold.
+        let base = (threshold / 4).max(Duration::from_millis(1));
+        if t.view.is_none() && !self.warmed {
+            self.warmed = true;
+            self.out.send(Event::Warm);
+        }
+        let t = &mut self.tracks[i];
+        let view = t.view.get_or_insert_with(|| sampled::View::new(now, base));
+        let remote = t.slot.remote.load(Ordering::Relaxed);
+        if remote && discovery::is_own(t.tid) {
+            // Found by a scan before it marked itself: one of ours.
+            registry::release_remote(t.slot);
+            return t.epoch;
+        }
+        if remote && now >= view.next_alive_check {
+            view.next_alive_check = now + ALIVE_EVERY;
+            let tid = t.tid;
+            if !t
+                .files
+                .get_or_insert_with(|| ThreadFiles::open(tid))
+                .alive()
+            {
+                // Gone: the next look sees the slot released.
+                registry::release_remote(t.slot);
+                return t.epoch;
+            }
+            // Scanned before it named itself, it showed its parent's name.
+            match discovery::name_of(tid) {
+                Some(name) if !discovery::watched(tid, &name) => {
+                    registry::release_remote(t.slot);
+                    return t.epoch;
+                }
+                Some(name) if name != t.slot.info().name => t.slot.set_name(name),
+                _ => {}
+            }
+        }
+        let version = t.slot.bounds.version();
+        if version != t.bounds_version {
+            t.bounds_version = version;
+            if let Some(v) = t.view.as_mut() {
+                v.bounds_changed(now, base);
+            }
+        }
+        let park_seq = t.slot.park_seq.load(Ordering::Acquire);
+        if probe % 2 == 1 {
+            // A watched poll: its probe reports it; a blocked learning
+            // sample being followed is part of it or of nothing.
+            t.retro = None;
+        }
+        // Parked (the hooks say so): no poll, nothing to read.
+        let parked = park_seq != 0 && park_seq % 2 == 0;
+        let fp = if probe % 2 == 1 || parked {
+            None
+        } else {
+            if t.map_top.is_none() {
+                t.map_top = t
+                    .slot
+                    .info()
+                    .stack
+                    .and_then(|s| procfs::mapping_of(s.hi() - 1))
+                    .map(|m| m.hi());
+            }
+            sampled::look(t.slot, t.map_top)
+        };
+        let key = t.view.as_mut().map_or(probe, |v| {
+            v.advance(sampled::Obs {
+                probe_epoch: probe,
+                park_seq,
+                fp,
+            })
+        });
+        self.extend_retro(i, now);
+        if key != self.tracks[i].epoch && key % 2 == 1 && fp.is_some() {
+            // A new poll: the one a blocked learning sample was taken in, if
+            // the thread has not left that call since; or the one a learning
+            // sample found, if the executor's frames read the same.
+            if let Some(r) = self.tracks[i].retro.take_if(|r| !r.left) {
+                let r = self.fold_prev(i, now, *r);
+                self.tracks[i].backdate = Some(r.point);
+            }
+            let t = &mut self.tracks[i];
+            let seq = t.slot.learned_seq.load(Ordering::Acquire);
+            let same = fp == Some(t.slot.learned_fp.load(Ordering::Relaxed));
+            t.backdate = t
+                .backdate
+                .or_else(|| t.learns.iter().find(|p| same && p.seq == seq).copied());
+            if t.backdate.is_some() && t.retro.as_ref().is_some_and(|r| r.point.seq == seq) {
+                // Found running: the usual looks report it, from the call
+                // before if that was the same poll.
+                if let Some(r) = t.retro.take() {
+                    let r = self.fold_prev(i, now, *r);
+                    if r.earlier.is_some() {
+                        self.tracks[i].backdate = Some(r.point);
+                    }
+                }
+            }
+        }
+        let t = &mut self.tracks[i];
+        t.slot.sampled_epoch.store(key, Ordering::Release);
+        self.follow_retro(i, now, fp);
+        if fp.is_none() && probe % 2 == 0 {
+            let parked = park_seq != 0 && park_seq % 2 == 0;
+            self.learn(i, now, parked, key);
+        }
+        key
+    }
+
+    /// Takes a sample of a sampled thread that is in no known poll, for the
+    /// report stage to learn where its task polls begin. Never a signal to
+    /// a thread blocked in the kernel.
+    fn learn(&mut self, i: usize, now: Instant, parked: bool, key: u64) {
+        let (can_read, no_signal) = (self.can_read, self.no_signal);
+        // A signal still unanswered (the thread waits for a CPU): collect
+        // it when it comes, or give up after a threshold.
+        if let Some(p) = self.tracks[i].learn_pending.take() {
+            // A thread kept from its CPU answers late: a learning sample
+            // is still worth having a few thresholds later. One that went
+            // to sleep in the kernel meanwhile is read as it is now.
+            let blocked = {
+                let t = &mut self.tracks[i];
+                let tid = t.tid;
+                let files = t.files.get_or_insert_with(|| ThreadFiles::open(tid));
+                let mut line = [0u8; SYSCALL_LINE];
+                files
+                    .syscall_line(&mut line)
+                    .and_then(|n| procfs::parse_syscall(&line[..n]))
+                    .is_some_and(|s| matches!(s, Syscall::Blocked { .. }))
+            };
+            if p.is_ready()
+                || blocked
+                || now.saturating_duration_since(p.sent) >= self.settings.threshold * 4
+            {
+                if let Some(raw) = p.cancel() {
+                    match self.tracks[i].slot.info().stack {
+                        Some(_) => self.learned(i, now, raw, None, None),
+                        None => self.found_stack(i, now, &raw),
+                    }
+                }
+            } else {
+                self.tracks[i].learn_pending = Some(p);
+            }
+            if !blocked {
+                return;
+            }
+        }
+        let inflight = self
+            .tracks
+            .iter()
+            .filter(|t| t.learn_pending.is_some())
+            .count();
+        let t = &mut self.tracks[i];
+        let (tid, slot) = (t.tid, t.slot);
+        let files = t.files.get_or_insert_with(|| ThreadFiles::open(tid));
+        let mut line = [0u8; SYSCALL_LINE];
+        let line_len = files.syscall_line(&mut line);
+        let syscall = line_len.and_then(|n| procfs::parse_syscall(&line[..n]));
+        let blocked_at = match syscall {
+            Some(Syscall::Blocked { sp, pc, .. }) => Some((sp, pc)),
+            _ => None,
+        };
+        let running = matches!(syscall, Some(Syscall::Running));
+        let Some(view) = t.view.as_mut() else { return };
+        if !view.wants_learn(now, parked, blocked_at) {
+            return;
+        }
+        let max_backoff = self.settings.threshold.max(Duration::from_millis(1));
+        view.learned(now, blocked_at, max_backoff);
+        self.learn_seq += 1;
+        let point = LearnPoint {
+            seq: self.learn_seq,
+            at: now,
+            after: t.prev_tick,
+            sched: files.sched(),
+        };
+        let mut stack = slot.info().stack;
+        if running && (no_signal || inflight >= LEARN_INFLIGHT) {
+            return;
+        }
+        if running {
+            // Never a signal to a handler that is not ours, learning included.
+            self.check_signal();
+            if self.no_signal {
+                return;
+            }
+        }
+        let signal = self.settings.signal;
+        let t = &mut self.tracks[i];
+        let files = t.files.get_or_insert_with(|| ThreadFiles::open(tid));
+        if stack.is_none() && running {
+            // Registered from outside and never seen blocked: the signal
+            // tells its sp first, and its stack is the mapping that holds it.
+            let target = Target {
+                tid,
+                stack: StackRange::registers_only(),
+                epoch: Some(&slot.sampled_epoch),
+            };
+            match sampler::request(target, signal) {
+                Ok(Answer::Ready(raw)) => self.found_stack(i, now, &raw),
+                // A thread waiting for a CPU answers when it gets one:
+                // collected then, like a learning sample (cancelling at
+                // once lost every answer of a busy thread on a loaded
+                // machine, and its CPU-bound polls were never learned).
+                Ok(Answer::Waiting(p)) => self.tracks[i].learn_pending = Some(p),
+                Err(_) => {}
+            }
+            return;
+        }
+        if stack.is_none() {
+            // Registered from outside: its stack is the mapping its sp is in.
+            if let Some((sp, _)) = blocked_at {
+                stack = procfs::mapping_of(sp);
+                if let Some(r) = stack {
+                    slot.set_stack(r);
+                }
+            }
+        }
+        let Some(range) = stack else { return };
+        let raw = match syscall {
+            Some(Syscall::Blocked { sp, pc, .. }) if can_read => {
+                read_blocked(files, range, key, sp, pc, &line[..line_len.unwrap_or(0)])
+            }
+            Some(Syscall::Running) if !no_signal => {
+                let target = Target {
+                    tid,
+                    stack: range,
+                    epoch: Some(&slot.sampled_epoch),
+                };
+                match sampler::request(target, signal) {
+                    Ok(Answer::Ready(raw)) => Some(raw),
+                    Ok(Answer::Waiting(p)) => {
+                        self.tracks[i].learn_pending = Some(p);
+                        None
+                    }
+                    Err(_) => None,
+                }
+            }
+            _ => None,
+        };
+        if let Some(raw) = raw {
+            let blocked = match (syscall, line_len) {
+                (Some(Syscall::Blocked { nr, .. }), Some(len)) => Some((nr, line, len)),
+                _ => None,
+            };
+            self.learned(i, now, raw, Some(point), blocked);
+        }
+    }
+
+    /// Track `i`'s thread, registered from outside, answered a
+    /// registers-only request: its stack is the mapping its `sp` is in, and
+    /// a learning sample can be taken at the next look.
+    fn found_stack(&mut self, i: usize, now: Instant, raw: &RawSample) {
+        let t = &mut self.tracks[i];
+        if let Some(r) = procfs::mapping_of(raw.regs.sp) {
+            t.slot.set_stack(r);
+            if let Some(v) = t.view.as_mut() {
+                v.next_learn = now;
+            }
+        }
+    }
+
+    /// Sends a learning sample to the report stage (`point`: where it was
+    /// asked for, `None` for a late answer, taken just now), and follows it
+    /// if the thread was blocked in a call (`blocked`: its syscall and line).
+    fn learned(
+        &mut self,
+        i: usize,
+        now: Instant,
+        raw: RawSample,
+        point: Option<LearnPoint>,
+        blocked: Option<(Option<u32>, [u8; SYSCALL_LINE], usize)>,
+    ) {
+        let t = &mut self.tracks[i];
+        let (slot, generation) = (t.slot, t.generation);
+        // A watched poll began while the sample was taken: its probe
+        // reports it, the sample is not needed.
+        if slot.epoch.load(Ordering::Acquire) % 2 == 1 {
+            return;
+        }
+        let point = match point {
+            Some(p) => p,
+            None => {
+                self.learn_seq += 1;
+                let t = &mut self.tracks[i];
+                LearnPoint {
+                    seq: self.learn_seq,
+                    at: now,
+                    after: t.prev_tick,
+                    sched: t.files().sched(),
+                }
+            }
+        };
+        {
+            let t = &mut self.tracks[i];
+            if t.learns.len() >= LEARNS_KEPT {
+                t.learns.pop_front();
+            }
+            t.learns.push_back(point);
+            if let Some((nr, line, len)) = blocked {
+                // The previous one is not resolved yet: the report stage
+                // decides from its learning whether it was a poll. Left for
+                // this call, it may be this call's poll: kept beside it.
+                let prev = match self.tracks[i].retro.take() {
+                    Some(mut old) if old.left => {
+                        if let Some(older) = old.prev.take() {
+                            self.report_retro(i, now, *older);
+                        }
+                        Some(old)
+                    }
+                    Some(old) => {
+                        self.report_retro(i, now, *old);
+                        None
+                    }
+                    None => None,
+                };
+                let t = &mut self.tracks[i];
+                t.retro = Some(Box::new(Retro {
+                    point,
+                    line,
+                    len,
+                    nr,
+                    raw: raw.clone(),
+                    until: now,
+                    until_sched: point.sched,
+                    left: false,
+                    left_at: None,
+                    prev,
+                    earlier: None,
+                }));
+            }
+            let seq = point.seq;
+            self.out.send(Event::Learn {
+                slot,
+                generation,
+                seq,
+                raw: Box::new(raw),
+            });
+        }
+    }
+
+    /// Follows the blocked learning sample of track `i`: extends it while
+    /// the thread stays in that call, and once the report stage found a
+    /// poll in it, reports that poll if it already returned (a poll still
+    /// running is found by the usual looks, backdated to the sample).
+    fn extend_retro(&mut self, i: usize, now: Instant) {
+        let t = &mut self.tracks[i];
+        let Some(r) = t.retro.as_mut() else { return };
+        if !r.left {
+            // Still in the poll while blocked at the same place (a lock or
+            // channel wait that wakes and waits again returns to the same
+            // call, at the same stack depth); left once blocked elsewhere.
+            // A look that finds it running says neither.
+            let files = t.files.get_or_insert_with(|| ThreadFiles::open(t.tid));
+            let mut line = [0u8; SYSCALL_LINE];
+            let now_at = files
+                .syscall_line(&mut line)
+                .and_then(|n| procfs::parse_syscall(&line[..n]));
+            let then_at = procfs::parse_syscall(&r.line[..r.len]);
+            match (now_at, then_at) {
+                (
+                    Some(Syscall::Blocked { nr, sp, pc }),
+                    Some(Syscall::Blocked {
+                        nr: nr0,
+                        sp: sp0,
+                        pc: pc0,
+                    }),
+                ) if (nr, sp, pc) == (nr0, sp0, pc0) => {
+                    r.until = now;
+                    r.until_sched = files.sched();
+                }
+                (Some(Syscall::Blocked { .. }), _) | (None, _) => {
+                    r.left = true;
+                    r.left_at = Some(now);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Resolves the followed learning sample once the report stage learned
+    /// from it: found running now, the usual looks report its poll; found
+    /// left, it is reported from what was seen.
+    fn follow_retro(&mut self, i: usize, now: Instant, fp: Option<u64>) {
+        let t = &mut self.tracks[i];
+        let Some(r) = t.retro.as_ref() else { return };
+        let seq = t.slot.learned_seq.load(Ordering::Acquire);
+        let learned = seq == r.point.seq;
+        let running =
+            learned && fp.is_some() && fp == Some(t.slot.learned_fp.load(Ordering::Relaxed));
+        let stale = r.left && now.saturating_duration_since(r.until) > RETRO_KEPT;
+        if running {
+            // Its poll goes on, reported by the usual looks; a call left
+            // before it that was another poll is reported now.
+            if let Some(r) = t.retro.take() {
+                drop(self.fold_prev(i, now, *r));
+            }
+        } else if (learned && r.left) || stale {
+            if let Some(r) = t.retro.take() {
+                self.report_retro(i, now, *r);
+            }
+        }
+    }
+
+    /// Resolves `r.prev`, the call left for `r`: the same poll if the
+    /// executor frames of both samples read the same (then `r` starts where
+    /// it did), else reported as its own.
+    fn fold_prev(&mut self, i: usize, now: Instant, mut r: Retro) -> Retro {
+        let Some(prev) = r.prev.take() else { return r };
+        let t = &self.tracks[i];
+        let frames = |raw: &RawSample| {
+            let read = |at: u64, buf: &mut [u8]| {
+                for (k, c) in buf.chunks_exact_mut(8).enumerate() {
+                    c.copy_from_slice(
+                        &crate::unwind::copied_word(raw, at + 8 * k as u64)?.to_ne_bytes(),
+                    );
+                }
+                Some(buf.len())
+            };
+            registry::fingerprint(t.slot.bounds.iter(), read)
+        };
+        let (a, b) = (frames(&prev.raw), frames(&r.raw));
+        if a.is_none() || a != b {
+            self.report_retro(i, now, *prev);
+            return r;
+        }
+        let start =
+            prev.point.after + prev.point.at.saturating_duration_since(prev.point.after) / 2;
+        r.earlier = Some((
+            prev.raw,
+            prev.nr,
+            prev.until.saturating_duration_since(start),
+        ));
+        r.point = LearnPoint {
+            seq: r.point.seq,
+            ..prev.point
+        };
+        r
+    }
+
+    /// Reports a poll seen only through a blocked learning sample: the
+    /// thread sat in one call from that sample to `until` (and, folded in,
+    /// in the call before it).
+    fn report_retro(&mut self, i: usize, now: Instant, r: Retro) {
+        let mut r = self.fold_prev(i, now, r);
+        let threshold = self.settings.threshold;
+        let t = &self.tracks[i];
+        let p = r.point;
+        let start = p.after + p.at.saturating_duration_since(p.after) / 2;
+        let (cpu, runnable) = match (p.sched, r.until_sched) {
+            (Some(a), Some(b)) => (
+                Duration::from_nanos(b.cpu_ns.saturating_sub(a.cpu_ns)),
+                Duration::from_nanos(b.wait_ns.saturating_sub(a.wait_ns)),
+            ),
+            _ => (Duration::ZERO, Duration::ZERO),
+        };
+        // The call ended between the last look that saw it and the one that
+        // found it gone (now, if none did).
+        let tail = retro_tail(r.until, r.left_at.unwrap_or(now));
+        let wall = r.until.saturating_duration_since(start) + tail;
+        let own = wall.saturating_sub(runnable);
+        if own < threshold {
+            return;
+        }
+        self.stats.polls_seen += 1;
+        let id = self.next_id;
+        self.next_id += 1;
+        let info = t.slot.info();
+        let ago = now.saturating_duration_since(start);
+        let started = Started {
+            id,
+            thread: info.name,
+            tid: t.tid,
+            runtime: info.runtime,
+            task_id: None,
+            spawned_at: None,
+            label: None,
+            mode: Mode::Sampled,
+            requires_poll: Some(p.seq),
+            start: SystemTime::now()
+                .checked_sub(ago)
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+            stuck_for: wall,
+            excused: Arc::new(AtomicBool::new(false)),
+        };
+        let uncertainty = p.at.saturating_duration_since(p.after) / 2
+            + tail.max((self.settings.threshold / 4).max(Duration::from_micros(250)));
+        let mut events = vec![Event::Started(Box::new(started))];
+        let mut rest = own;
+        if let Some((raw, nr, sat)) = r.earlier.take() {
+            let w = sat.min(rest);
+            rest -= w;
+            events.push(Event::Sample {
+                id,
+                stack: StackOf::Captured(Box::new(raw)),
+                weight_us: w.as_micros() as u64,
+                tag: Tag::OffCpu { syscall: nr },
+            });
+        }
+        events.extend([
+            Event::Sample {
+                id,
+                stack: StackOf::Captured(Box::new(r.raw)),
+                weight_us: rest.as_micros() as u64,
+                tag: Tag::OffCpu { syscall: r.nr },
+            },
+            Event::Ended {
+                id,
+                end: Ended {
+                    duration: wall,
+                    uncertainty,
+                    missed: 0,
+                    on_cpu: cpu.min(wall),
+                    runnable: runnable.min(wall),
+                    reason: EndReason::PollReturned,
+                },
+            },
+        ]);
+        for ev in events {
+            self.out.send(ev);
+        }
+    }
+
+    fn check_slot(&mut self, i: usize, now: Instant) -> Option<Instant> {
+        let threshold = self.settings.threshold;
         // The epoch first: a thread that leaves moves its generation before
         // the epoch, so an epoch moved by leaving comes with a moved
         // generation here, and the exit is not taken for a return.
-        let epoch = t.slot.epoch.load(Ordering::Acquire);
+        let epoch = self.epoch_of(i, now);
+        let t = &mut self.tracks[i];
         let generation = t.slot.generation.load(Ordering::Acquire);
         // Epochs run on across a slot's owners, so this holds for a thread
         // that came and went between the looks too.
@@ -553,6 +1218,9 @@ impl Watchdog {
                 EndReason::PollReturned
             };
             self.end_poll(i, now, reason);
+            if let Some(r) = self.tracks[i].retro.take() {
+                self.report_retro(i, now, *r);
+            }
             let t = &mut self.tracks[i];
             *t = Track::new(t.slot, now, t.prev_tick);
             return None;
@@ -587,6 +1255,17 @@ impl Watchdog {
                 t.idle_cpu = crate::sys::thread::cpu_time_ns(t.tid).map(|c| (now, c));
                 return None;
             }
+            self.stats.polls_seen += 1;
+            let t = &mut self.tracks[i];
+            if let Some(p) = t.backdate.take() {
+                // Running since a learning sample was taken in it.
+                t.first_seen = p.at;
+                t.seen_after = p.after;
+                t.acct = p.sched.map(|sched| Account::new(Point { at: p.at, sched }));
+                t.stat_at_first_look = t.files().stat();
+                t.idle_cpu = None;
+                return Some(now);
+            }
             t.begin_account(now);
             // The poll began after the last tick; if that tick found the
             // thread between polls, the CPU since is the poll's own, not
@@ -619,7 +1298,7 @@ impl Watchdog {
             // the reads makes that window long): the thread seen parked is
             // not the poll asleep, and counting it so made a healthy short
             // poll an episode. The next tick ends the poll from what was seen.
-            if t.slot.epoch.load(Ordering::Acquire) != t.epoch {
+            if !t.still_in_poll() {
                 return Some(now);
             }
             match (t.acct.as_mut(), sched) {
@@ -632,7 +1311,7 @@ impl Watchdog {
                     // Its poll passed the threshold in wall time and can no
                     // longer be judged (its clock is gone with it): counted
                     // as unseen, not dropped without a word.
-                    t.dead = !files.alive();
+                    t.dead = !t.files().alive();
                     if t.dead {
                         self.stats.unseen += 1;
                         return None;
@@ -650,11 +1329,30 @@ impl Watchdog {
     }
 
     fn start_episode(&mut self, i: usize, now: Instant) -> Option<Instant> {
+        // A poll first seen when its track was made is counted here.
+        self.stats.polls_seen = self.stats.polls_seen.max(1);
         let id = self.next_id;
         self.next_id += 1;
         let t = &mut self.tracks[i];
+        if t.slot.remote.load(Ordering::Relaxed) {
+            // Found by a scan, perhaps before it named itself.
+            if let Some(name) = discovery::name_of(t.tid) {
+                t.slot.set_name(name);
+            }
+        }
         let info = t.slot.info();
-        let task_id = t.slot.task_id.load(Ordering::Relaxed);
+        // A poll told apart by sampling has no probe, so no task id and no
+        // spawn site (what the slot holds is from an earlier watched poll).
+        let sampled = t.view.is_some() && t.epoch & sampled::PROBE == 0;
+        let task_id = match sampled {
+            true => 0,
+            false => t.slot.task_id.load(Ordering::Relaxed),
+        };
+        let mode = match (sampled, task_id) {
+            (true, _) => Mode::Sampled,
+            (false, 0) => Mode::Watched,
+            (false, _) => Mode::Hooks,
+        };
         let excused = Arc::new(AtomicBool::new(false));
         let start = t.poll_start();
         let stuck = now.saturating_duration_since(start);
@@ -664,8 +1362,14 @@ impl Watchdog {
             tid: t.tid,
             runtime: info.runtime,
             task_id: (task_id != 0).then_some(task_id),
-            spawned_at: t.slot.location.load(Ordering::Relaxed),
-            label: t.slot.label.load(Ordering::Relaxed),
+            spawned_at: (!sampled)
+                .then(|| t.slot.location.load(Ordering::Relaxed))
+                .flatten(),
+            label: (!sampled)
+                .then(|| t.slot.label.load(Ordering::Relaxed))
+                .flatten(),
+            mode,
+            requires_poll: None,
             start: SystemTime::now()
                 .checked_sub(stuck)
                 .unwrap_or(SystemTime::UNIX_EPOCH),
@@ -779,6 +1483,12 @@ impl Watchdog {
         let t = &mut self.tracks[i];
         let stack = t.slot.info().stack;
         let (tid, epoch, slot) = (t.tid, t.epoch, t.slot);
+        // A sampled poll has no probe to say it returned while its stack
+        // was taken: its executor frames, read again after, do.
+        let sampled_key = t.view.is_some() && epoch & sampled::PROBE == 0;
+        let want_fp = t.view.as_ref().and_then(sampled::View::fp);
+        let map_top = t.map_top;
+        let in_poll = move || !sampled_key || sampled::look(slot, map_top) == want_fp;
         // Woken early by an answer, or sampling on schedule. A late answer
         // is asked again once (now that the thread runs, for a stack where
         // its time goes); the answer to that is not: a thread that answers
@@ -808,7 +1518,10 @@ impl Watchdog {
         // The poll returned while we read: what we read is the thread after
         // it (parked, say), not the poll. The next tick ends the episode,
         // its tail split as the last look inside the poll saw it.
-        if slot.epoch.load(Ordering::Acquire) != epoch {
+        if t.view.is_none() && slot.epoch.load(Ordering::Acquire) != epoch
+            || epoch & sampled::PROBE != 0
+                && (sampled::PROBE | slot.epoch.load(Ordering::Acquire)) != epoch
+        {
             return;
         }
         // Woken between the two reads: running, then.
@@ -854,7 +1567,7 @@ impl Watchdog {
                 if raw.is_some() {
                     self.stats.read_latency.record(began.elapsed());
                 }
-                match raw {
+                match raw.filter(|_| in_poll()) {
                     Some(raw) => {
                         live.read_at = line_len.map(|n| (line, n));
                         // A signal still pending for a thread now asleep: its
@@ -875,7 +1588,10 @@ impl Watchdog {
                 let target = stack.map(|range| Target {
                     tid,
                     stack: range,
-                    epoch: Some(&slot.epoch),
+                    epoch: Some(match slot.sampled.load(Ordering::Relaxed) {
+                        true => &slot.sampled_epoch,
+                        false => &slot.epoch,
+                    }),
                 });
                 let blocked_signal = no_signal || live.blocks_signal == Some(true);
                 let answer = match (live.pending.take(), target) {
@@ -949,7 +1665,7 @@ impl Watchdog {
                 live.pending_own.push((tag, own));
                 match answer {
                     Ok(Answer::Ready(raw)) => {
-                        let stack = if raw.epoch == epoch {
+                        let stack = if raw.epoch == epoch && in_poll() {
                             StackOf::Captured(Box::new(raw))
                         } else {
                             // Taken after the poll ended: not this poll's stack.
@@ -1047,7 +1763,12 @@ impl Watchdog {
     fn after_unwinding(&mut self, i: usize, now: Instant, epoch: u64) -> Option<Leaving> {
         let quiet = self.settings.threshold / 4;
         let t = &mut self.tracks[i];
-        if t.live.is_none() || t.slot.unwound_at.load(Ordering::Relaxed) != epoch {
+        // A sampled thread's own poll count is the watchdog's, not a probe's.
+        let probe = match t.view {
+            Some(_) if epoch & sampled::PROBE == 0 => return None,
+            _ => epoch & !sampled::PROBE,
+        };
+        if t.live.is_none() || t.slot.unwound_at.load(Ordering::Relaxed) != probe {
             return None;
         }
         let prev_tick = t.prev_tick;
@@ -1131,7 +1852,12 @@ impl Watchdog {
             None => live.pending.take().and_then(|p| p.cancel()),
         };
         let mut first = Some(match late {
-            Some(raw) if raw.epoch == t.epoch => StackOf::Captured(Box::new(raw)),
+            // A sampled poll's late answer may be from after it returned.
+            Some(raw)
+                if raw.epoch == t.epoch && (t.view.is_none() || t.epoch & sampled::PROBE != 0) =>
+            {
+                StackOf::Captured(Box::new(raw))
+            }
             _ if live.has_stack => StackOf::Same,
             _ if live.missed > 0 => {
                 StackOf::Unknown("the thread did not answer the sampling signal")
@@ -1216,6 +1942,16 @@ fn read_blocked(
         .collect();
     let truncated = (sp + len as u64) < range.hi();
     Some(RawSample::from_stack(epoch, pc, sp, words, truncated))
+}
+
+/// How far past `until`, the last look that found a followed blocked call
+/// still in it, the call is taken to have ended, given the first look that
+/// found it gone (`gone`): halfway, as a poll's end is, the other half being
+/// its uncertainty. Without it, a watchdog kept from its CPU for 135 ms
+/// during a 150 ms sleep measured the sleep as the 15 ms it had seen, and
+/// dropped it as short.
+fn retro_tail(until: Instant, gone: Instant) -> Duration {
+    gone.saturating_duration_since(until) / 2
 }
 
 /// The poll in progress at a look, as the watchdog left it.
@@ -1437,6 +2173,14 @@ mod tests {
         assert_eq!(leaving(ms(100), ms(95), quiet), Leaving::WentOn);
         // The wait is read at a later tick than the wall time: never negative.
         assert_eq!(leaving(ms(1), ms(3), quiet), Leaving::Open);
+    }
+
+    #[test]
+    fn a_followed_call_ends_halfway_to_the_look_that_found_it_gone() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(retro_tail(t0, t0 + ms(134)), ms(67));
+        assert_eq!(retro_tail(t0 + ms(5), t0), Duration::ZERO);
     }
 
     #[test]
