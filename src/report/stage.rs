@@ -84,12 +84,6 @@ impl RateLimit {
     }
 }
 
-/// Said (stderr, summary) when a run watched no poll at all: a silent
-/// "0 episodes" would read like a healthy run.
-pub(crate) const NOTHING_WATCHED: &str = "no poll was watched: call `pollwatch::tokio::attach()` first in \
-     your async main, or instrument the runtime's builder (`pollwatch::tokio::instrument`), or wrap \
-     futures with `pollwatch::watch`";
-
 /// Learning samples remembered as inside a poll (a conditional episode
 /// refers to one of the last few).
 const IN_POLL_KEPT: usize = 4096;
@@ -644,7 +638,7 @@ impl Stage {
             eprintln!("{line}");
         }
         if self.report.watched_nothing {
-            eprintln!("pollwatch: {NOTHING_WATCHED}");
+            eprintln!("pollwatch: {}", super::summary::NOTHING_WATCHED);
         }
         let Stage {
             report,

@@ -7,6 +7,12 @@ use std::time::Duration;
 
 use super::{clean, Episode, Report};
 
+/// Said (stderr, summary) when a run watched no poll at all: a silent
+/// "0 episodes" would read like a healthy run.
+pub(crate) const NOTHING_WATCHED: &str = "no poll was watched: call `pollwatch::tokio::attach()` first in \
+     your async main, or instrument the runtime's builder (`pollwatch::tokio::instrument`), or wrap \
+     futures with `pollwatch::watch`";
+
 /// `20`, `0.5`: a duration in milliseconds, a fraction only when it has one.
 pub(crate) fn ms(d: Duration) -> String {
     let v = d.as_secs_f64() * 1000.0;
@@ -171,7 +177,7 @@ pub(crate) fn text(r: &Report) -> String {
     .map(|(n, what)| format!("  {n} {what}"))
     .collect();
     if r.watched_nothing {
-        let _ = writeln!(s, "\n{}", super::stage::NOTHING_WATCHED);
+        let _ = writeln!(s, "\n{}", NOTHING_WATCHED);
     }
     if !notes.is_empty() {
         let _ = writeln!(s, "\nalso:");
