@@ -236,20 +236,22 @@ mod imp {
     /// tokio's `on_thread_park`: the worker has no task to run.
     #[cfg(all(feature = "tokio", not(tokio_unstable)))]
     pub(crate) fn parked() {
-        if let Some(slot) = SLOT.get() {
-            let s = slot.park_seq.load(Ordering::Relaxed);
-            if s % 2 == 1 {
-                slot.park_seq.store(s.wrapping_add(1), Ordering::Release);
-            }
-        }
+        move_park_seq(0);
     }
 
     /// tokio's `on_thread_unpark`: the worker runs tasks again.
     #[cfg(all(feature = "tokio", not(tokio_unstable)))]
     pub(crate) fn unparked() {
+        move_park_seq(1);
+    }
+
+    /// Moves the park sequence to its next value of parity `to` (even:
+    /// parked, odd: running), once per change, whatever tokio repeats.
+    #[cfg(all(feature = "tokio", not(tokio_unstable)))]
+    fn move_park_seq(to: u64) {
         if let Some(slot) = SLOT.get() {
             let s = slot.park_seq.load(Ordering::Relaxed);
-            if s % 2 == 0 {
+            if s % 2 != to {
                 slot.park_seq.store(s.wrapping_add(1), Ordering::Release);
             }
         }

@@ -126,17 +126,6 @@ fn blocking_thread_park() {
     unparker.join().unwrap();
 }
 
-#[inline(never)]
-fn wait_for_child_process() -> Duration {
-    let t = Instant::now();
-    let status = std::process::Command::new("sleep")
-        .arg(format!("{}", HOLD.as_secs_f64()))
-        .status()
-        .expect("run sleep(1)");
-    assert!(status.success());
-    t.elapsed()
-}
-
 #[test]
 fn waiting_for_a_child_process() {
     let _s = serial();

@@ -127,17 +127,6 @@ fn receive_on_std_channel(rx: std::sync::mpsc::Receiver<()>) -> Duration {
 }
 
 #[inline(never)]
-fn wait_for_child_process() -> Duration {
-    let t = Instant::now();
-    let status = std::process::Command::new("sleep")
-        .arg(format!("{}", HOLD.as_secs_f64()))
-        .status()
-        .expect("run sleep(1)");
-    assert!(status.success());
-    t.elapsed()
-}
-
-#[inline(never)]
 fn nested_block_on() -> Duration {
     let t = Instant::now();
     futures::executor::block_on(async { std::thread::sleep(HOLD) });

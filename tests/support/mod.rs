@@ -99,6 +99,19 @@ pub fn assert_signal_budget(report: &pollwatch::Report) {
     );
 }
 
+/// Waits on the worker for a child process that sleeps 150 ms (belongs
+/// in `tokio::process`): a wait in the kernel through `fork`/`waitpid`.
+#[inline(never)]
+pub fn wait_for_child_process() -> Duration {
+    let t = Instant::now();
+    let status = std::process::Command::new("sleep")
+        .arg("0.15")
+        .status()
+        .expect("run sleep(1)");
+    assert!(status.success());
+    t.elapsed()
+}
+
 #[inline(never)]
 pub fn blocking_sleep(d: Duration) -> Duration {
     let t = Instant::now();
