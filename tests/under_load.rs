@@ -181,8 +181,10 @@ fn long_reads_inside_the_kernel_are_one_episode() {
         .filter(|s| matches!(s.state, pollwatch::ThreadState::Syscall(_)))
         .map(|s| s.weight)
         .sum();
+    // Only the time before the first signal can read otherwise, when the
+    // thread's user/system ticks have not moved by then: under a threshold.
     assert!(
-        in_kernel * 2 >= ep.on_cpu(),
+        in_kernel + tolerance() >= ep.on_cpu(),
         "only {in_kernel:?} of {:?} on CPU read as in the kernel:\n{report}",
         ep.on_cpu()
     );
