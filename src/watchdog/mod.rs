@@ -1712,15 +1712,19 @@ impl Watchdog {
                     }
                     Err(why) => {
                         let stack = match why {
-                            Missed::Busy | Missed::Late => StackOf::Same,
-                            Missed::ThreadGone => StackOf::Unknown("the thread exited"),
+                            // Gone between the read of its clock and the
+                            // signal (a raw exit): nothing was missed, the
+                            // poll ended with the thread, and the next look
+                            // ends the episode as `thread_exited`, dated by
+                            // that clock read. Its time stays where it was.
+                            Missed::Busy | Missed::Late | Missed::ThreadGone => StackOf::Same,
                             _ if no_signal => StackOf::Unknown("no sampling signal is free"),
                             _ if live.blocks_signal == Some(true) => {
                                 StackOf::Unknown("the thread blocks the sampling signal")
                             }
                             _ => StackOf::Unknown("the sampling signal could not be sent"),
                         };
-                        if !matches!(why, Missed::Busy | Missed::Late) {
+                        if !matches!(why, Missed::Busy | Missed::Late | Missed::ThreadGone) {
                             live.missed += 1;
                             self.stats.missed += 1;
                         }
