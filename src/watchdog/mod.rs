@@ -210,6 +210,11 @@ struct Track {
     /// A poll just seen is the one a learning sample was taken in: it has
     /// run since that sample.
     backdate: Option<LearnPoint>,
+    /// The thread was seen to stay in that poll since the sample (blocked
+    /// in the same call), so its own time since counts. Without that, only
+    /// the executor frames matched, and those of one task polled again
+    /// read the same.
+    backdate_own: bool,
     /// The last learning sample of a thread blocked in the kernel, followed
     /// while the thread stays in that call: if the sample turns out to be
     /// inside a poll only after the poll returned (the first learning of a
@@ -290,6 +295,7 @@ impl Track {
             bounds_version: 0,
             learns: std::collections::VecDeque::new(),
             backdate: None,
+            backdate_own: false,
             retro: None,
             learn_pending: None,
             map_top: None,
@@ -747,13 +753,15 @@ impl Watchdog {
             if let Some(r) = self.tracks[i].retro.take_if(|r| !r.left) {
                 let r = self.fold_prev(i, now, *r);
                 self.tracks[i].backdate = Some(r.point);
+                self.tracks[i].backdate_own = true;
             }
             let t = &mut self.tracks[i];
             let seq = t.slot.learned_seq.load(Ordering::Acquire);
             let same = fp == Some(t.slot.learned_fp.load(Ordering::Relaxed));
-            t.backdate = t
-                .backdate
-                .or_else(|| t.learns.iter().find(|p| same && p.seq == seq).copied());
+            if t.backdate.is_none() {
+                t.backdate = t.learns.iter().find(|p| same && p.seq == seq).copied();
+                t.backdate_own = false;
+            }
             if t.backdate.is_some() && t.retro.as_ref().is_some_and(|r| r.point.seq == seq) {
                 // Found running: the usual looks report it, from the call
                 // before if that was the same poll.
@@ -761,6 +769,7 @@ impl Watchdog {
                     let r = self.fold_prev(i, now, *r);
                     if r.earlier.is_some() {
                         self.tracks[i].backdate = Some(r.point);
+                        self.tracks[i].backdate_own = true;
                     }
                 }
             }
@@ -1263,13 +1272,24 @@ impl Watchdog {
             self.stats.polls_seen += 1;
             let t = &mut self.tracks[i];
             if let Some(p) = t.backdate.take() {
-                // Running since a learning sample was taken in it.
-                t.first_seen = p.at;
                 t.seen_after = p.after;
-                t.acct = p.sched.map(|sched| Account::new(Point { at: p.at, sched }));
-                t.stat_at_first_look = t.files().stat();
                 t.idle_cpu = None;
-                return Some(now);
+                if t.backdate_own {
+                    // Running since a learning sample was taken in it.
+                    t.first_seen = p.at;
+                    t.acct = p.sched.map(|sched| Account::new(Point { at: p.at, sched }));
+                    t.stat_at_first_look = t.files().stat();
+                    return Some(now);
+                }
+                // Only its frames match the sample's: the same task, maybe
+                // polled again since. Its start lies between the sample's
+                // look before and now; its own time counts from now, so
+                // the polls in between never add to it (measured: a healthy
+                // self-waking task's polls of 2 ms read as a 37 ms episode
+                // when the report stage took that long to learn its path).
+                t.first_seen = now;
+                t.begin_account(now);
+                return Some(now + threshold);
             }
             t.begin_account(now);
             // The poll began after the last tick; if that tick found the
