@@ -210,6 +210,8 @@ struct Track {
     /// A poll just seen is the one a learning sample was taken in: it has
     /// run since that sample.
     backdate: Option<LearnPoint>,
+    /// The last learning look found the thread blocked in a call.
+    learn_saw_blocked: bool,
     /// The thread was seen to stay in that poll since the sample (blocked
     /// in the same call), so its own time since counts. Without that, only
     /// the executor frames matched, and those of one task polled again
@@ -296,6 +298,7 @@ impl Track {
             learns: std::collections::VecDeque::new(),
             backdate: None,
             backdate_own: false,
+            learn_saw_blocked: false,
             retro: None,
             learn_pending: None,
             map_top: None,
@@ -846,6 +849,13 @@ impl Watchdog {
             _ => None,
         };
         let running = matches!(syscall, Some(Syscall::Running));
+        // Running again right after a look found it blocked: maybe still on
+        // its way out of that call, where a signal is an EINTR (see
+        // `policy::how`). The next look decides.
+        let was_blocked = std::mem::replace(&mut t.learn_saw_blocked, blocked_at.is_some());
+        if running && was_blocked {
+            return;
+        }
         let Some(view) = t.view.as_mut() else { return };
         if !view.wants_learn(now, parked, blocked_at) {
             return;
@@ -1585,6 +1595,7 @@ impl Watchdog {
             recent_cpu,
             live.pending.is_some(),
             can_read && stack.is_some(),
+            live.last_seen == Seen::Blocked,
         );
         let own = own_total.saturating_sub(live.emitted_own);
         live.emitted_own = own_total;
