@@ -761,10 +761,24 @@ impl Watchdog {
             // A new poll: the one a blocked learning sample was taken in, if
             // the thread has not left that call since; or the one a learning
             // sample found, if the executor's frames read the same.
-            if let Some(r) = self.tracks[i].retro.take_if(|r| !r.left) {
-                let r = self.fold_prev(i, now, *r);
-                self.tracks[i].backdate = Some(r.point);
-                self.tracks[i].backdate_own = true;
+            // Not left by the looks' account, which a look finding the
+            // thread running cannot settle: the sample's own executor
+            // frames must be this poll's too. (A worker sampled parked,
+            // then running tasks of a path not learned yet, was taken for
+            // 30 ms inside the first of them: a false episode.)
+            let followed = self.tracks[i].retro.as_ref().is_some_and(|r| !r.left);
+            if followed
+                && self.tracks[i]
+                    .retro
+                    .as_ref()
+                    .and_then(|r| self.frames_of(i, &r.raw))
+                    == fp
+            {
+                if let Some(r) = self.tracks[i].retro.take() {
+                    let r = self.fold_prev(i, now, *r);
+                    self.tracks[i].backdate = Some(r.point);
+                    self.tracks[i].backdate_own = true;
+                }
             }
             let t = &mut self.tracks[i];
             let seq = t.slot.learned_seq.load(Ordering::Acquire);
@@ -1097,24 +1111,35 @@ impl Watchdog {
         }
     }
 
+    /// The executor frames' hash in a copied stack of track `i`'s thread,
+    /// as a look would have read it then (`None`: in no known poll).
+    fn frames_of(&self, i: usize, raw: &RawSample) -> Option<u64> {
+        let read = |at: u64, buf: &mut [u8]| {
+            for (k, c) in buf.chunks_exact_mut(8).enumerate() {
+                c.copy_from_slice(
+                    &crate::unwind::copied_word(raw, at + 8 * k as u64)?.to_ne_bytes(),
+                );
+            }
+            Some(buf.len())
+        };
+        let t = &self.tracks[i];
+        registry::fingerprint(t.slot.bounds.iter(), read).or_else(|| {
+            let top = t.map_top?;
+            registry::fingerprint(
+                registry::SHARED
+                    .iter()
+                    .filter_map(|b| registry::absolute(b, top)),
+                read,
+            )
+        })
+    }
+
     /// Resolves `r.prev`, the call left for `r`: the same poll if the
     /// executor frames of both samples read the same (then `r` starts where
     /// it did), else reported as its own.
     fn fold_prev(&mut self, i: usize, now: Instant, mut r: Retro) -> Retro {
         let Some(prev) = r.prev.take() else { return r };
-        let t = &self.tracks[i];
-        let frames = |raw: &RawSample| {
-            let read = |at: u64, buf: &mut [u8]| {
-                for (k, c) in buf.chunks_exact_mut(8).enumerate() {
-                    c.copy_from_slice(
-                        &crate::unwind::copied_word(raw, at + 8 * k as u64)?.to_ne_bytes(),
-                    );
-                }
-                Some(buf.len())
-            };
-            registry::fingerprint(t.slot.bounds.iter(), read)
-        };
-        let (a, b) = (frames(&prev.raw), frames(&r.raw));
+        let (a, b) = (self.frames_of(i, &prev.raw), self.frames_of(i, &r.raw));
         if a.is_none() || a != b {
             self.report_retro(i, now, *prev);
             return r;
