@@ -1308,6 +1308,7 @@ impl Watchdog {
             t.seen_after = t.prev_tick;
             t.acct = None;
             t.candidate = false;
+            t.detect_cpu = Duration::ZERO;
             if epoch % 2 == 0 {
                 t.idle_cpu = crate::sys::thread::cpu_time_ns(t.tid).map(|c| (now, c));
                 return None;
@@ -1349,6 +1350,8 @@ impl Watchdog {
             let own = t.acct.map_or(Duration::ZERO, |a| a.own);
             if own >= threshold {
                 t.candidate = true;
+                // That CPU is what the first sample's signal goes by.
+                t.detect_cpu = t.acct.map_or(Duration::ZERO, |a| a.cpu);
                 return self.start_episode(i, now);
             }
             return Some(now + threshold - own);
