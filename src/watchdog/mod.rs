@@ -1589,6 +1589,7 @@ impl Watchdog {
         // late answers every request late, and asking again at each answer
         // signalled it every 50 µs, starving it of the CPU it waited for.
         let due = t.live.as_ref().is_some_and(|l| now >= l.next_sample);
+        let probed = t.view.is_none();
         let files = t.files.get_or_insert_with(|| ThreadFiles::open(tid));
         let sched = files.sched();
         let stat = files.stat();
@@ -1596,26 +1597,29 @@ impl Watchdog {
         let mut line = [0u8; SYSCALL_LINE];
         let line_len = files.syscall_line(&mut line);
         let syscall = line_len.and_then(|n| procfs::parse_syscall(&line[..n]));
+        // The poll returned while we read: what we read is the thread after
+        // it (parked, say, or gone: a thread that exits right after its poll
+        // returned, as a dropped runtime's worker does), not the poll. The
+        // next tick ends the episode, its tail split as the last look inside
+        // the poll saw it; read after the thread's files, so that a thread
+        // found gone with its poll still open died in it (a raw exit).
+        let returned = probed && slot.epoch.load(Ordering::Acquire) != epoch
+            || epoch & sampled::PROBE != 0
+                && (sampled::PROBE | slot.epoch.load(Ordering::Acquire)) != epoch;
         let (Some(sched), Some(acct)) = (sched, t.acct.as_mut()) else {
             // The thread is gone: its clock cannot be read any more.
-            t.dead = !files.alive();
+            t.dead = !returned && !files.alive();
             if t.dead {
                 self.end_episode(i, now, EndReason::ThreadExited);
             }
             return;
         };
+        if returned {
+            return;
+        }
         if seen == Seen::Gone {
             t.dead = true;
             self.end_episode(i, now, EndReason::ThreadExited);
-            return;
-        }
-        // The poll returned while we read: what we read is the thread after
-        // it (parked, say), not the poll. The next tick ends the episode,
-        // its tail split as the last look inside the poll saw it.
-        if t.view.is_none() && slot.epoch.load(Ordering::Acquire) != epoch
-            || epoch & sampled::PROBE != 0
-                && (sampled::PROBE | slot.epoch.load(Ordering::Acquire)) != epoch
-        {
             return;
         }
         // Woken between the two reads: running, then.
@@ -1942,6 +1946,9 @@ impl Watchdog {
         let Some(mut live) = t.live.take() else {
             return;
         };
+        // Judged: the look that sees its epoch move must not judge it again
+        // (it once made one poll an episode and an excused poll).
+        t.candidate = false;
         // A poll that unwound ended before the tick that saw it.
         let unwound = live.unwound.take();
         let (now, prev_tick) = unwound
@@ -2384,6 +2391,61 @@ mod tests {
             }
         }
         assert_eq!((started, ended), (1, 1));
+    }
+
+    /// A thread that exits right after its poll returned (a dropped
+    /// runtime's worker), between the look that saw the poll and the
+    /// sample that reads its files: the poll returned, it did not die in
+    /// it, and it is one episode.
+    #[test]
+    fn a_thread_gone_after_its_poll_returned_is_not_taken_for_dying_in_it() {
+        use std::sync::mpsc::channel;
+        let threshold = Duration::from_millis(20);
+        let (tx, rx) = std::sync::mpsc::sync_channel(4096);
+        let settings = Settings {
+            threshold,
+            interval: Duration::from_millis(1),
+            signal: libc::SIGURG,
+            stack_memory: 1 << 20,
+            started: Instant::now(),
+        };
+        let mut wd = Watchdog::new(settings, tx, Arc::new(Stop::default()));
+        let (to_thread, from_main) = channel::<()>();
+        let (to_main, from_thread) = channel::<i32>();
+        let worker = std::thread::spawn(move || {
+            drop(crate::enter_poll());
+            to_main.send(crate::sys::thread::gettid()).unwrap();
+            from_main.recv().unwrap();
+            let poll = crate::enter_poll();
+            spin_own_cpu(threshold * 2);
+            to_main.send(0).unwrap();
+            from_main.recv().unwrap();
+            drop(poll);
+        });
+        let tid = from_thread.recv().unwrap();
+        wd.tick(Instant::now());
+        let i = wd.tracks.iter().position(|t| t.tid == tid).unwrap();
+        to_thread.send(()).unwrap();
+        from_thread.recv().unwrap();
+        wd.tick(Instant::now());
+        assert!(wd.tracks[i].live.is_some(), "an episode");
+        // The poll returns and the thread is gone; the sample due next
+        // reads its files before any look sees the epoch move.
+        to_thread.send(()).unwrap();
+        worker.join().unwrap();
+        while std::path::Path::new(&format!("/proc/self/task/{tid}")).exists() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        wd.sample(i, Instant::now());
+        wd.tick(Instant::now());
+        wd.out.flush();
+        let mut ends = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            if let Event::Ended { end, .. } = ev {
+                ends.push(end.reason);
+            }
+        }
+        assert_eq!(ends, vec![EndReason::PollReturned]);
     }
 
     #[test]
