@@ -12,15 +12,12 @@
 //! blocking; 64 workers blocked at once; 10,000 short episodes in a minute.
 //! Each test prints one `stress:` line with its figures (README table).
 //!
-//! The cases that count every episode exactly under churn (polls of a few
-//! milliseconds, 1,000 runtimes, 64 threads at once) are `#[ignore]`d in
-//! the normal suite: on a 2-core machine saturated by other processes the
-//! watchdog is kept from its CPU for longer than such a poll, and a few in
-//! a thousand go unjudged (most of them counted in `unseen_polls`, not
-//! all). The sample cases also lost a poll uncounted now and then in CI
-//! runs on a quiet machine, so every case is `#[ignore]`d: CI runs only
-//! `sixty_four_workers_blocked_at_once` at full size, and the rest are run
-//! by hand with `-- --ignored` until they hold (issue 12).
+//! Every case is `#[ignore]`d in the normal suite, which runs in debug
+//! while other test binaries run: `.ci/run` runs them all at full size in
+//! release, one after another (`POLLWATCH_STRESS=full cargo test --release
+//! --all-features --test stress -- --ignored --test-threads 1`, ~4 min).
+//! An episode's stack may be missing only where pollwatch's own thread was
+//! kept from a CPU across most of the poll, and the episode says why.
 
 mod support;
 
@@ -208,8 +205,15 @@ fn check_counts(case: &str, report: &pollwatch::Report, ran: &Ran) -> u64 {
             "{case}: stacks weigh {weights:?}, own time {own:?}, ± {slack:?} ({} samples)",
             ep.samples()
         );
+        // A stack for each episode, except where pollwatch's own thread was
+        // kept from a CPU across most of the poll (its bounds uncertain by
+        // more than a threshold): then the episode still stands, saying
+        // why it has no stack.
+        let stackless = !ep.stacks().iter().any(|s| !s.raw.is_empty());
         assert!(
-            ep.stacks().iter().any(|s| !s.raw.is_empty()),
+            !stackless
+                || ep.duration_uncertainty() > report.threshold()
+                    && ep.frames()[0].function.starts_with("[no stack: "),
             "{case}: an episode with no stack at all: {ep:?}"
         );
         samples += u64::from(ep.samples());
@@ -280,7 +284,7 @@ fn samples_inside(case: &'static str, work: fn(), name: &str, target: u64) {
 }
 
 #[test]
-#[ignore = "now and then one poll in twenty is lost uncounted, or a loop in malloc is never unwound out of it (issue 12): run with --ignored"]
+#[ignore = "full size in release, run by .ci/run: POLLWATCH_STRESS=full cargo test --release --test stress -- --ignored"]
 fn samples_inside_malloc_and_free() {
     samples_inside(
         "malloc_free",
@@ -291,7 +295,7 @@ fn samples_inside_malloc_and_free() {
 }
 
 #[test]
-#[ignore = "now and then one poll in twenty is lost uncounted, or a loop in malloc is never unwound out of it (issue 12): run with --ignored"]
+#[ignore = "full size in release, run by .ci/run: POLLWATCH_STRESS=full cargo test --release --test stress -- --ignored"]
 fn samples_inside_dlopen_and_dlclose() {
     samples_inside(
         "dlopen_dlclose",
@@ -302,7 +306,7 @@ fn samples_inside_dlopen_and_dlclose() {
 }
 
 #[test]
-#[ignore = "now and then one poll in twenty is lost uncounted, or a loop in malloc is never unwound out of it (issue 12): run with --ignored"]
+#[ignore = "full size in release, run by .ci/run: POLLWATCH_STRESS=full cargo test --release --test stress -- --ignored"]
 fn samples_inside_backtrace_force_capture() {
     samples_inside(
         "force_capture",
@@ -314,7 +318,7 @@ fn samples_inside_backtrace_force_capture() {
 
 /// Polls of a few thresholds of own CPU, as many as `n`, on two threads.
 #[test]
-#[ignore = "load-sensitive (see README, Stress figures): run with --ignored"]
+#[ignore = "full size in release, run by .ci/run: POLLWATCH_STRESS=full cargo test --release --test stress -- --ignored"]
 fn short_episodes_by_the_thousand() {
     let _s = serial();
     let case = "short_episodes";
@@ -355,7 +359,7 @@ fn short_episodes_by_the_thousand() {
 /// (which waits for the worker), a thousand times: threads register and
 /// leave, slots are reused, and every episode ends as the poll returning.
 #[test]
-#[ignore = "load-sensitive (see README, Stress figures): run with --ignored"]
+#[ignore = "full size in release, run by .ci/run: POLLWATCH_STRESS=full cargo test --release --test stress -- --ignored"]
 fn runtimes_built_and_dropped_while_blocking() {
     let _s = serial();
     let case = "runtimes";
@@ -401,7 +405,7 @@ fn runtimes_built_and_dropped_while_blocking() {
 /// 64 workers of one runtime blocked at the same time, each in its own
 /// episode.
 #[test]
-#[ignore = "load-sensitive (see README, Stress figures): run with --ignored"]
+#[ignore = "full size in release, run by .ci/run: POLLWATCH_STRESS=full cargo test --release --test stress -- --ignored"]
 fn sixty_four_workers_blocked_at_once() {
     let _s = serial();
     let case = "64_workers";
