@@ -2269,22 +2269,89 @@ mod tests {
         }
     }
 
-    /// A slot a new thread took over, found by a look between that
-    /// thread's polls: its first poll, first seen by a late look, counts
-    /// the CPU it used before that look.
-    #[test]
-    fn a_reused_slot_seen_between_polls_counts_the_cpu_before_the_first_look() {
-        use std::sync::mpsc::channel;
-        let threshold = Duration::from_millis(20);
-        let (tx, _rx) = std::sync::mpsc::sync_channel(4096);
+    const BY_HAND: Duration = Duration::from_millis(20);
+
+    /// A watchdog whose looks the test takes (`tick`), threshold `BY_HAND`,
+    /// and what it tells the report stage.
+    fn by_hand() -> (Watchdog, std::sync::mpsc::Receiver<Event>) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(4096);
         let settings = Settings {
-            threshold,
+            threshold: BY_HAND,
             interval: Duration::from_millis(1),
             signal: libc::SIGURG,
             stack_memory: 1 << 20,
             started: Instant::now(),
         };
-        let mut wd = Watchdog::new(settings, tx, Arc::new(Stop::default()));
+        (Watchdog::new(settings, tx, Arc::new(Stop::default())), rx)
+    }
+
+    /// A thread that registers with a short poll, then goes one stage at
+    /// each `step`: a poll spinning `spin` of its own CPU, then returning
+    /// from it and ending.
+    struct Stepped {
+        tid: i32,
+        go: std::sync::mpsc::Sender<()>,
+        done: std::sync::mpsc::Receiver<()>,
+        thread: std::thread::JoinHandle<()>,
+    }
+
+    impl Stepped {
+        fn spawn(spin: Duration) -> Self {
+            let (go, wait) = std::sync::mpsc::channel::<()>();
+            let (tell, done) = std::sync::mpsc::channel::<()>();
+            let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+            let thread = std::thread::spawn(move || {
+                drop(crate::enter_poll());
+                tid_tx.send(crate::sys::thread::gettid()).unwrap();
+                wait.recv().unwrap();
+                let poll = crate::enter_poll();
+                spin_own_cpu(spin);
+                tell.send(()).unwrap();
+                wait.recv().unwrap();
+                drop(poll);
+                tell.send(()).unwrap();
+            });
+            let tid = tid_rx.recv().unwrap();
+            Stepped {
+                tid,
+                go,
+                done,
+                thread,
+            }
+        }
+
+        fn step(&self) {
+            self.go.send(()).unwrap();
+            self.done.recv().unwrap();
+        }
+
+        /// Returns from the poll and waits until the thread is gone.
+        fn finish(self) {
+            self.step();
+            self.thread.join().unwrap();
+            while std::path::Path::new(&format!("/proc/self/task/{}", self.tid)).exists() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    /// How the episodes told to the report stage ended.
+    fn ends(wd: &mut Watchdog, rx: &std::sync::mpsc::Receiver<Event>) -> Vec<EndReason> {
+        wd.out.flush();
+        rx.try_iter()
+            .filter_map(|ev| match ev {
+                Event::Ended { end, .. } => Some(end.reason),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A slot a new thread took over, found by a look between that
+    /// thread's polls: its first poll, first seen by a late look, counts
+    /// the CPU it used before that look.
+    #[test]
+    fn a_reused_slot_seen_between_polls_counts_the_cpu_before_the_first_look() {
+        let (mut wd, _rx) = by_hand();
         // Other tests register threads too: try until ours reuses a slot.
         for _ in 0..50 {
             // A thread takes a slot and leaves it free.
@@ -2293,44 +2360,28 @@ mod tests {
                 .unwrap();
             wd.tick(Instant::now());
             let known = wd.tracks.len();
-            let (to_thread, from_main) = channel::<()>();
-            let (to_main, from_thread) = channel::<i32>();
-            let worker = std::thread::spawn(move || {
-                drop(crate::enter_poll());
-                to_main.send(crate::sys::thread::gettid()).unwrap();
-                from_main.recv().unwrap();
-                let poll = crate::enter_poll();
-                spin_own_cpu(threshold * 3);
-                to_main.send(0).unwrap();
-                from_main.recv().unwrap();
-                drop(poll);
-            });
-            let tid = from_thread.recv().unwrap();
+            let t = Stepped::spawn(BY_HAND * 3);
             let mut slots = Vec::new();
             registry::snapshot(&mut slots);
-            let Some(i) = slots
+            let reused = slots
                 .iter()
-                .position(|s| s.tid.load(Ordering::Acquire) == tid)
-                .filter(|i| *i < known)
-            else {
-                to_thread.send(()).unwrap();
-                from_thread.recv().unwrap();
-                to_thread.send(()).unwrap();
-                worker.join().unwrap();
+                .position(|s| s.tid.load(Ordering::Acquire) == t.tid)
+                .filter(|i| *i < known);
+            let Some(i) = reused else {
+                t.step();
+                t.finish();
                 continue;
             };
             // The look that finds the new owner registered, between polls.
             wd.tick(Instant::now());
-            assert_eq!(wd.tracks[i].tid, tid);
+            assert_eq!(wd.tracks[i].tid, t.tid);
             // Its first poll spins three thresholds before the next look.
-            to_thread.send(()).unwrap();
-            from_thread.recv().unwrap();
+            t.step();
             wd.tick(Instant::now());
             let own = wd.tracks[i].acct.map(|a| a.own);
-            to_thread.send(()).unwrap();
-            worker.join().unwrap();
+            t.finish();
             assert!(
-                own.is_some_and(|own| own >= threshold * 2),
+                own.is_some_and(|own| own >= BY_HAND * 2),
                 "own time at the first look inside the poll: {own:?}"
             );
             return;
@@ -2338,59 +2389,31 @@ mod tests {
         panic!("no thread took over a free slot in 50 tries");
     }
 
+    /// A thread looked at between its polls, then (the next look) two
+    /// thresholds of CPU into its poll; the watchdog, and the thread's
+    /// track.
+    fn first_look_two_thresholds_in() -> (Watchdog, std::sync::mpsc::Receiver<Event>, Stepped, usize)
+    {
+        let (mut wd, rx) = by_hand();
+        let t = Stepped::spawn(BY_HAND * 2);
+        wd.tick(Instant::now());
+        let i = wd.tracks.iter().position(|tr| tr.tid == t.tid).unwrap();
+        t.step();
+        wd.tick(Instant::now());
+        (wd, rx, t, i)
+    }
+
     /// A poll first seen by a late look, after it used a threshold of CPU
     /// since the look before (which found the thread between polls), is
     /// an episode at that first look: it may return before the next.
     #[test]
     fn a_poll_first_seen_late_with_a_threshold_of_cpu_is_an_episode_at_once() {
-        use std::sync::mpsc::channel;
-        let threshold = Duration::from_millis(20);
-        let (tx, rx) = std::sync::mpsc::sync_channel(4096);
-        let settings = Settings {
-            threshold,
-            interval: Duration::from_millis(1),
-            signal: libc::SIGURG,
-            stack_memory: 1 << 20,
-            started: Instant::now(),
-        };
-        let mut wd = Watchdog::new(settings, tx, Arc::new(Stop::default()));
-        let (to_thread, from_main) = channel::<()>();
-        let (to_main, from_thread) = channel::<i32>();
-        let worker = std::thread::spawn(move || {
-            drop(crate::enter_poll());
-            to_main.send(crate::sys::thread::gettid()).unwrap();
-            from_main.recv().unwrap();
-            let poll = crate::enter_poll();
-            spin_own_cpu(threshold * 2);
-            to_main.send(0).unwrap();
-            from_main.recv().unwrap();
-            drop(poll);
-            to_main.send(0).unwrap();
-        });
-        let tid = from_thread.recv().unwrap();
-        // The look between its polls.
-        wd.tick(Instant::now());
-        let i = wd.tracks.iter().position(|t| t.tid == tid).unwrap();
-        to_thread.send(()).unwrap();
-        from_thread.recv().unwrap();
-        // The first look inside the poll, two thresholds of CPU into it.
-        wd.tick(Instant::now());
+        let (mut wd, rx, t, i) = first_look_two_thresholds_in();
         let open = wd.tracks[i].live.is_some();
-        to_thread.send(()).unwrap();
-        from_thread.recv().unwrap();
+        t.finish();
         wd.tick(Instant::now());
-        worker.join().unwrap();
         assert!(open, "no episode at the first look inside the poll");
-        let (mut started, mut ended) = (0, 0);
-        wd.out.flush();
-        while let Ok(ev) = rx.try_recv() {
-            match ev {
-                Event::Started(s) if s.tid == tid => started += 1,
-                Event::Ended { .. } => ended += 1,
-                _ => {}
-            }
-        }
-        assert_eq!((started, ended), (1, 1));
+        assert_eq!(ends(&mut wd, &rx), vec![EndReason::PollReturned]);
     }
 
     /// A thread that exits right after its poll returned (a dropped
@@ -2399,55 +2422,15 @@ mod tests {
     /// it, and it is one episode.
     #[test]
     fn a_thread_gone_after_its_poll_returned_is_not_taken_for_dying_in_it() {
-        use std::sync::mpsc::channel;
-        let threshold = Duration::from_millis(20);
-        let (tx, rx) = std::sync::mpsc::sync_channel(4096);
-        let settings = Settings {
-            threshold,
-            interval: Duration::from_millis(1),
-            signal: libc::SIGURG,
-            stack_memory: 1 << 20,
-            started: Instant::now(),
-        };
-        let mut wd = Watchdog::new(settings, tx, Arc::new(Stop::default()));
-        let (to_thread, from_main) = channel::<()>();
-        let (to_main, from_thread) = channel::<i32>();
-        let worker = std::thread::spawn(move || {
-            drop(crate::enter_poll());
-            to_main.send(crate::sys::thread::gettid()).unwrap();
-            from_main.recv().unwrap();
-            let poll = crate::enter_poll();
-            spin_own_cpu(threshold * 2);
-            to_main.send(0).unwrap();
-            from_main.recv().unwrap();
-            drop(poll);
-        });
-        let tid = from_thread.recv().unwrap();
-        wd.tick(Instant::now());
-        let i = wd.tracks.iter().position(|t| t.tid == tid).unwrap();
-        to_thread.send(()).unwrap();
-        from_thread.recv().unwrap();
-        wd.tick(Instant::now());
+        let (mut wd, rx, t, i) = first_look_two_thresholds_in();
         assert!(wd.tracks[i].live.is_some(), "an episode");
         // The poll returns and the thread is gone; the sample due next
         // reads its files before any look sees the epoch move.
-        to_thread.send(()).unwrap();
-        worker.join().unwrap();
-        while std::path::Path::new(&format!("/proc/self/task/{tid}")).exists() {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        t.finish();
         wd.sample(i, Instant::now());
         wd.tick(Instant::now());
-        wd.out.flush();
-        let mut ends = Vec::new();
-        while let Ok(ev) = rx.try_recv() {
-            if let Event::Ended { end, .. } = ev {
-                ends.push(end.reason);
-            }
-        }
-        assert_eq!(ends, vec![EndReason::PollReturned]);
+        assert_eq!(ends(&mut wd, &rx), vec![EndReason::PollReturned]);
     }
-
     #[test]
     fn how_an_episode_open_at_stop_ended() {
         let still = AtStop {
