@@ -137,6 +137,10 @@ pub(crate) enum Event {
         /// The watchdog's number for this sample (from 1).
         seq: u64,
         raw: Box<RawSample>,
+        /// Where the thread was blocked, `(sp, pc)`, when the stack was
+        /// copied without a signal: a park place if the stack shows its
+        /// executor waiting between polls.
+        site: Option<(u64, u64)>,
     },
     /// The watchdog stopped; its counters.
     Finished(WatchdogStats),

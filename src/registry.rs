@@ -68,6 +68,13 @@ pub(crate) struct Slot {
     /// first learning of a thread can take the report stage a while).
     pub(crate) learned_fp: AtomicU64,
     pub(crate) learned_seq: AtomicU64,
+    /// Where this thread was found blocked in its executor's park, inside
+    /// a loop that also polls a root future (`block_on`), learned from its
+    /// symbolized samples. Where that root's poll is inlined into the
+    /// loop's frame (a release build), the executor frames below read the
+    /// same parked as polling: a look that matches a boundary while the
+    /// thread is blocked at one of these places is between polls.
+    pub(crate) idle: Sites,
     /// Facts gathered at registration.
     info: Mutex<ThreadInfo>,
 }
@@ -246,6 +253,64 @@ impl Bounds {
     }
 }
 
+/// Most places kept per thread where it parks inside a `block_on`: one per
+/// park path (the condition variable, the I/O driver, with or without a
+/// timeout).
+pub(crate) const MAX_SITES: usize = 4;
+
+/// A small table of blocked places, `(sp, pc)` as `/proc/.../syscall`
+/// gives them: written by the report stage, read by the watchdog without
+/// a lock. A cell's `sp` is zeroed while it is rewritten.
+#[derive(Debug)]
+pub(crate) struct Sites {
+    cells: [(AtomicU64, AtomicU64); MAX_SITES],
+    next: AtomicUsize,
+}
+
+impl Sites {
+    const fn new() -> Self {
+        Sites {
+            cells: [const { (AtomicU64::new(0), AtomicU64::new(0)) }; MAX_SITES],
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Adds `(sp, pc)` unless known; the oldest makes room.
+    pub(crate) fn learn(&self, sp: u64, pc: u64) {
+        if sp == 0 || self.contains(sp, pc) {
+            return;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % MAX_SITES;
+        let (csp, cpc) = &self.cells[i];
+        csp.store(0, Ordering::Release);
+        cpc.store(pc, Ordering::Release);
+        csp.store(sp, Ordering::Release);
+    }
+
+    /// Whether `(sp, pc)` is one of the places.
+    pub(crate) fn contains(&self, sp: u64, pc: u64) -> bool {
+        sp != 0
+            && self.cells.iter().any(|(csp, cpc)| {
+                csp.load(Ordering::Acquire) == sp
+                    && cpc.load(Ordering::Acquire) == pc
+                    && csp.load(Ordering::Acquire) == sp
+            })
+    }
+
+    /// Whether no place is known (the check costs a `/proc` read only then).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.cells
+            .iter()
+            .all(|(csp, _)| csp.load(Ordering::Acquire) == 0)
+    }
+
+    fn clear(&self) {
+        for (csp, _) in &self.cells {
+            csp.store(0, Ordering::Release);
+        }
+    }
+}
+
 /// What the watchdog and the report need to know about a watched thread.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ThreadInfo {
@@ -277,6 +342,7 @@ impl Slot {
             bounds: Bounds::new(),
             learned_fp: AtomicU64::new(0),
             learned_seq: AtomicU64::new(0),
+            idle: Sites::new(),
             info: Mutex::new(ThreadInfo::default()),
         }
     }
@@ -421,6 +487,7 @@ fn take_slot(tid: i32, info: ThreadInfo, remote: bool) -> Option<&'static Slot> 
     slot.remote.store(remote, Ordering::Relaxed);
     slot.park_seq.store(0, Ordering::Relaxed);
     slot.bounds.clear();
+    slot.idle.clear();
     slot.learned_seq.store(0, Ordering::Relaxed);
     slot.unwound_at.store(u64::MAX, Ordering::Relaxed);
     slot.registered_epoch
@@ -538,6 +605,24 @@ mod tests {
         assert!(t.learn(other));
         assert_eq!(t.find(0x7000, 0x66bb), Some(other));
         assert_eq!(t.find(0x7000, 0x1), None);
+    }
+
+    #[test]
+    fn park_sites_are_kept_whole_and_the_oldest_makes_room() {
+        let s = Sites::new();
+        assert!(s.is_empty());
+        s.learn(0x7000, 0x10);
+        s.learn(0x7000, 0x10);
+        assert!(s.contains(0x7000, 0x10));
+        assert!(!s.contains(0x7000, 0x11), "the same sp, another call");
+        assert!(!s.contains(0, 0), "0 is never a place");
+        for k in 1..=MAX_SITES as u64 {
+            s.learn(0x8000 + 8 * k, 0x20);
+        }
+        assert!(!s.contains(0x7000, 0x10), "the oldest made room");
+        assert!(s.contains(0x8000 + 8 * MAX_SITES as u64, 0x20));
+        s.clear();
+        assert!(s.is_empty());
     }
 
     #[test]

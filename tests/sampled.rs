@@ -399,3 +399,32 @@ fn a_run_that_watched_nothing_says_so_with_the_fix() {
     assert!(report.counters().polls_seen > 0, "{report}");
     assert!(!artifact(&report, "summary.txt").contains("no poll was watched"));
 }
+
+/// A `block_on` root that runs bursts of CPU work (so learning finds the
+/// thread inside the root's poll), then waits on a timer with its thread
+/// parked in `block_on`: waiting between polls, never an episode. In a
+/// release build the root's poll is inlined into `block_on`'s own frame,
+/// so the executor frames below it read the same parked: the throughput
+/// benchmark's `block_on` read as one episode per run.
+#[test]
+fn a_root_parked_in_block_on_is_no_episode_after_attach() {
+    let _s = serial();
+    let guard = config("sampled_root_parked").start().unwrap();
+    let rt = runtime(Entry::Attach, 2);
+    rt.block_on(async { pollwatch::tokio::attach().unwrap() });
+    for _ in 0..4 {
+        rt.block_on(async {
+            for _ in 0..3 {
+                spin_wall(THRESHOLD / 2);
+                tokio::time::sleep(THRESHOLD * 3).await;
+            }
+        });
+    }
+    drop(rt);
+    let report = guard.finish().unwrap();
+    assert_eq!(report.total_episodes(), 0, "a parked root:\n{report}");
+    // Once the report stage has seen where the thread parks, the watchdog
+    // knows the place: later waits are not even opened as episodes.
+    let misread = report.counters().parked_not_polls;
+    assert!(misread <= 1, "{misread} waits read as polls:\n{report}");
+}

@@ -536,6 +536,13 @@ pub struct Counters {
     /// thread. An upper bound on the episodes missed; 0 when the watchdog
     /// always looked in time.
     pub unseen_polls: u64,
+    /// Waits read as polls and dropped: in sampled mode, a `block_on`
+    /// whose root future's poll is inlined into the loop's own frame (a
+    /// release build) shows the same executor frames while it waits
+    /// between polls, until pollwatch has learned where that thread parks.
+    /// Every stack of such a would-be episode shows the executor parked,
+    /// no future's poll, so it is none.
+    pub parked_not_polls: u64,
 }
 
 /// A poll longer than the threshold in wall time that was not reported,

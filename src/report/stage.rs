@@ -47,6 +47,10 @@ struct Agg {
     tag: Tag,
     frames: Vec<Frame>,
     weight_us: u64,
+    /// The stack shows its executor waiting between polls (`block_on`
+    /// parked), not a poll: in sampled mode, an episode made only of such
+    /// stacks was a wait misread as a poll, and is none.
+    parked: bool,
 }
 
 struct Open {
@@ -240,7 +244,8 @@ impl Stage {
                 generation,
                 seq,
                 raw,
-            } => self.learn(slot, generation, seq, &raw),
+                site,
+            } => self.learn(slot, generation, seq, &raw, site),
             Event::Finished(stats) => self.watchdog = stats,
         }
     }
@@ -282,6 +287,9 @@ impl Stage {
                     }],
                     None => self.sym.symbolize(&stack),
                 };
+                let parked = o.started.mode == Mode::Sampled
+                    && why.is_none()
+                    && view::parked_in_loop(&view::physical(&frames));
                 o.stacks.push(Agg {
                     raw: stack,
                     why,
@@ -289,6 +297,7 @@ impl Stage {
                     tag,
                     frames,
                     weight_us: 0,
+                    parked,
                 });
                 o.stacks.len() - 1
             }
@@ -303,6 +312,7 @@ impl Stage {
         if o.announced
             || o.excused
             || o.stacks[idx].raw.is_empty()
+            || o.stacks[idx].parked
             || view::runtime_lock_wait(&o.stacks[idx].frames)
         {
             return;
@@ -331,13 +341,25 @@ impl Stage {
     /// Learns where task polls begin on a sampled thread's stack, from a
     /// sample outside any poll the watchdog knows, and tells the watchdog
     /// through the thread's slot.
-    fn learn(&mut self, slot: &'static Slot, generation: u64, seq: u64, raw: &RawSample) {
+    fn learn(
+        &mut self,
+        slot: &'static Slot,
+        generation: u64,
+        seq: u64,
+        raw: &RawSample,
+        site: Option<(u64, u64)>,
+    ) {
         let began = Instant::now();
         self.sym.refresh();
         let u = self.sym.unwind_with_sps(raw);
         let groups: Vec<_> = u.frames.iter().map(|&f| self.sym.resolve(f)).collect();
         let refs: Vec<&[Frame]> = groups.iter().map(|g| &g[..]).collect();
         let bound = view::poll_boundary(&refs).and_then(|k| bound_at(raw, &u, k));
+        if let Some((sp, pc)) = site.filter(|_| view::parked_in_loop(&refs)) {
+            if slot.generation.load(Ordering::Acquire) == generation {
+                slot.idle.learn(sp, pc);
+            }
+        }
         if let Some(b) = bound {
             let top = crate::sys::proc::mapping_of(b.at).map(|m| m.hi());
             // The boundary as already known, on this thread or shared from
@@ -352,7 +374,7 @@ impl Stage {
                     crate::registry::absolute(known, top?)
                 })
                 .unwrap_or(b);
-            if slot.generation.load(Ordering::Acquire) == generation {
+            if slot.generation.load(Ordering::Acquire) == generation && seq != 0 {
                 // The hash the watchdog will read while this poll goes on.
                 let copied = |at: u64, buf: &mut [u8]| {
                     for (i, c) in buf.chunks_exact_mut(8).enumerate() {
@@ -408,6 +430,10 @@ impl Stage {
         };
         if o.excused {
             self.report.counters.excused += 1;
+            return;
+        }
+        if !o.stacks.is_empty() && o.stacks.iter().all(|a| a.parked) {
+            self.report.counters.parked_not_polls += 1;
             return;
         }
         // Time seen waiting on the runtime's own lock, against time seen

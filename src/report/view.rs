@@ -286,6 +286,36 @@ pub(crate) fn poll_boundary(groups: &[&[Frame]]) -> Option<usize> {
         .find(|&k| groups[k].iter().any(|f| !is_executor(f)))
 }
 
+/// A symbolized stack's frames grouped by physical frame, as
+/// [`poll_boundary`] reads them: each group's inlined frames, then the
+/// frame they were inlined into.
+pub(crate) fn physical(frames: &[Frame]) -> Vec<&[Frame]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, f) in frames.iter().enumerate() {
+        if !f.inlined {
+            out.push(&frames[start..=i]);
+            start = i + 1;
+        }
+    }
+    if start < frames.len() {
+        out.push(&frames[start..]);
+    }
+    out
+}
+
+/// Whether a stack is an executor's loop waiting between polls: a loop
+/// frame is on it and no future's poll is. Blocked there, a `block_on`
+/// whose root future's poll is inlined into the loop's own frame has the
+/// same executor frames as while it polls the root.
+pub(crate) fn parked_in_loop(groups: &[&[Frame]]) -> bool {
+    poll_boundary(groups).is_none()
+        && groups.iter().any(|g| {
+            g.iter()
+                .any(|f| POLL_LOOPS.iter().any(|p| f.function.contains(p)))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,6 +384,7 @@ mod tests {
         ];
         let groups: Vec<&[Frame]> = block_on_parked.iter().map(|v| v.as_slice()).collect();
         assert_eq!(poll_boundary(&groups), None);
+        assert!(parked_in_loop(&groups));
         let plain = [
             g(&["read"]),
             g(&["app::reader"]),
@@ -361,6 +392,7 @@ mod tests {
         ];
         let groups: Vec<&[Frame]> = plain.iter().map(|v| v.as_slice()).collect();
         assert_eq!(poll_boundary(&groups), None);
+        assert!(!parked_in_loop(&groups), "not an executor");
     }
 
     #[test]

@@ -749,6 +749,11 @@ impl Watchdog {
             }
             sampled::look(t.slot, t.map_top)
         };
+        let fp = match fp {
+            Some(h) if self.parked_at_idle(i, now, h) => None,
+            other => other,
+        };
+        let t = &mut self.tracks[i];
         let key = t.view.as_mut().map_or(probe, |v| {
             v.advance(sampled::Obs {
                 probe_epoch: probe,
@@ -807,6 +812,60 @@ impl Watchdog {
             self.learn(i, now, parked, key);
         }
         key
+    }
+
+    /// Whether track `i`'s thread, whose executor frames read as a poll
+    /// (`fp`), is blocked at one of its park places instead: a `block_on`
+    /// whose root future's poll is inlined into the loop's own frame (a
+    /// release build) keeps the same frames below while it waits between
+    /// polls, and every wait longer than a threshold read as an episode.
+    ///
+    /// A poll seen at two looks in a row, blocked at a place not tried yet,
+    /// has its stack copied (no signal) for the report stage to tell: the
+    /// next look knows. Most polls of a busy worker are seen once, and its
+    /// slot has no park places: they cost nothing here.
+    fn parked_at_idle(&mut self, i: usize, now: Instant, fp: u64) -> bool {
+        let can_read = self.can_read;
+        let max_backoff = self.settings.threshold.max(Duration::from_millis(1));
+        let t = &mut self.tracks[i];
+        let again = t.view.as_ref().and_then(|v| v.fp()) == Some(fp);
+        if !again && t.slot.idle.is_empty() {
+            return false;
+        }
+        let tid = t.tid;
+        let files = t.files.get_or_insert_with(|| ThreadFiles::open(tid));
+        let mut line = [0u8; SYSCALL_LINE];
+        let Some(n) = files.syscall_line(&mut line) else {
+            return false;
+        };
+        let Some(Syscall::Blocked { sp, pc, .. }) = procfs::parse_syscall(&line[..n]) else {
+            return false;
+        };
+        if t.slot.idle.contains(sp, pc) {
+            return true;
+        }
+        let Some(view) = t.view.as_mut() else {
+            return false;
+        };
+        if !again || !can_read || view.tried.contains(&(sp, pc)) {
+            return false;
+        }
+        view.learned(now, Some((sp, pc)), max_backoff);
+        let Some(range) = t.slot.info().stack else {
+            return false;
+        };
+        if let Some(raw) = read_blocked(files, range, t.epoch, sp, pc, &line[..n]) {
+            // Number 0: only the park place is asked for. The poll is
+            // already followed, and nothing is backdated to this sample.
+            self.out.send(Event::Learn {
+                slot: t.slot,
+                generation: t.generation,
+                seq: 0,
+                raw: Box::new(raw),
+                site: Some((sp, pc)),
+            });
+        }
+        false
     }
 
     /// Takes a sample of a sampled thread that is in no known poll, for the
@@ -1039,11 +1098,13 @@ impl Watchdog {
                 }));
             }
             let seq = point.seq;
+            let site = blocked.map(|_| (raw.regs.sp, raw.regs.pc));
             self.out.send(Event::Learn {
                 slot,
                 generation,
                 seq,
                 raw: Box::new(raw),
+                site,
             });
         }
     }
