@@ -26,7 +26,7 @@ pub(crate) fn read(addr: u64, buf: &mut [u8]) -> std::io::Result<usize> {
     // SAFETY: `local` describes `buf`, which we own mutably for the call; the
     // remote range is only read by the kernel, which checks it and fails with
     // EFAULT rather than faulting. No memory of ours is touched except `buf`.
-    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    let n = unsafe { libc::process_vm_readv(super::thread::pid(), &local, 1, &remote, 1, 0) };
     if n < 0 {
         Err(std::io::Error::last_os_error())
     } else {

@@ -34,13 +34,41 @@ pub(crate) fn gettid() -> i32 {
     unsafe { libc::syscall(libc::SYS_gettid) as i32 }
 }
 
+/// This process's id. Cached: the watchdog asks for it at every stack read
+/// (`process_vm_readv`) and signal, hundreds of times a second on a busy
+/// runtime, and `getpid` is a real system call since glibc 2.25. A forked
+/// child clears the cache (`pthread_atfork`), so it never reads or signals
+/// its parent.
+pub(crate) fn pid() -> i32 {
+    use std::sync::atomic::{AtomicI32, Ordering};
+    static PID: AtomicI32 = AtomicI32::new(0);
+    static AT_FORK: std::sync::Once = std::sync::Once::new();
+    extern "C" fn forget() {
+        PID.store(0, Ordering::Relaxed);
+    }
+    let p = PID.load(Ordering::Relaxed);
+    if p != 0 {
+        return p;
+    }
+    AT_FORK.call_once(|| {
+        // SAFETY: `forget` is a plain `extern "C"` function that only stores
+        // to an atomic, which is async-signal-safe, as a fork child handler
+        // must be; the other two handlers are none.
+        unsafe { libc::pthread_atfork(None, None, Some(forget)) };
+    });
+    // SAFETY: getpid takes no arguments and cannot fail.
+    let p = unsafe { libc::getpid() };
+    PID.store(p, Ordering::Relaxed);
+    p
+}
+
 /// Sends `sig` to thread `tid` of this process.
 ///
 /// `tgkill` by kernel tid, never `pthread_kill`: a `pthread_t` of an exited
 /// thread is undefined behaviour, a stale tid is at worst `ESRCH`.
 pub(crate) fn tgkill(tid: i32, sig: i32) -> std::io::Result<()> {
     // SAFETY: plain syscall with integer arguments; errors come back as -1/errno.
-    let rc = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, sig) };
+    let rc = unsafe { libc::syscall(libc::SYS_tgkill, pid(), tid, sig) };
     if rc == 0 {
         Ok(())
     } else {
