@@ -187,8 +187,12 @@ struct Track {
     stat_at_first_look: Option<Stat>,
     /// The thread's CPU clock at a tick that found it between polls: CPU it
     /// used from then to a poll's first look is that poll's (a worker
-    /// between polls runs for microseconds, or sleeps).
+    /// between polls runs for microseconds, or sleeps), if that poll is the
+    /// only one since.
     idle_cpu: Option<(Instant, u64)>,
+    /// The probe's epoch at that tick: the poll is the only one since if
+    /// its epoch is the next one.
+    idle_probe: u64,
     /// CPU in the span of the last look before the episode began: the first
     /// sample comes right after it, in a span of microseconds.
     detect_cpu: Duration,
@@ -287,6 +291,7 @@ impl Track {
             acct: None,
             stat_at_first_look: None,
             idle_cpu: None,
+            idle_probe: 0,
             detect_cpu: Duration::ZERO,
             candidate: false,
             dead: false,
@@ -319,6 +324,7 @@ impl Track {
         // reused slot, read as 11.8 ms of own time and excused).
         if t.epoch % 2 == 0 && t.tid != 0 {
             t.idle_cpu = crate::sys::thread::cpu_time_ns(t.tid).map(|c| (now, c));
+            t.idle_probe = t.slot.epoch.load(Ordering::Acquire);
         }
         // A thread first seen inside a poll (a new thread's first poll) is
         // measured from this first look, like any other poll, plus the CPU
@@ -1372,6 +1378,7 @@ impl Watchdog {
             t.detect_cpu = Duration::ZERO;
             if epoch % 2 == 0 {
                 t.idle_cpu = crate::sys::thread::cpu_time_ns(t.tid).map(|c| (now, c));
+                t.idle_probe = t.slot.epoch.load(Ordering::Acquire);
                 return None;
             }
             self.stats.polls_seen += 1;
@@ -1401,8 +1408,19 @@ impl Watchdog {
             // thread between polls, the CPU since is the poll's own, not
             // lost to the gap before this first look (a watchdog kept from
             // its CPU makes that gap long).
+            //
+            // Only if this poll is the one poll since, which the probe's
+            // epoch tells. A busy worker runs hundreds of polls between two
+            // looks: their CPU, all credited to the one the next look found,
+            // made a 10 µs `yield_now` poll an 11 ms episode. A poll told
+            // apart by sampling has no such count, and no credit.
+            let next_poll = t.idle_probe.wrapping_add(1);
+            let only_one = match t.view {
+                None => t.epoch == next_poll,
+                Some(_) => t.epoch & sampled::PROBE != 0 && t.epoch & !sampled::PROBE == next_poll,
+            };
             if let (Some((at, before)), Some(a)) = (t.idle_cpu.take(), t.acct.as_mut()) {
-                if at == t.prev_tick {
+                if at == t.prev_tick && only_one {
                     a.add_unseen_cpu(now.saturating_duration_since(at), before);
                 }
             }
@@ -1419,6 +1437,7 @@ impl Watchdog {
         }
         if epoch % 2 == 0 {
             t.idle_cpu = crate::sys::thread::cpu_time_ns(t.tid).map(|c| (now, c));
+            t.idle_probe = t.slot.epoch.load(Ordering::Acquire);
             return None;
         }
         if t.live.is_some() {
@@ -2448,6 +2467,47 @@ mod tests {
             return;
         }
         panic!("no thread took over a free slot in 50 tries");
+    }
+
+    /// A look between polls, then hundreds of short polls that use two
+    /// thresholds of CPU in all, then one more poll, which the next look
+    /// finds: the CPU of the polls before it is not its own.
+    #[test]
+    fn the_cpu_of_earlier_polls_is_not_the_found_polls_own() {
+        let (mut wd, rx) = by_hand();
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let (tell, done) = std::sync::mpsc::channel::<i32>();
+        let thread = std::thread::spawn(move || {
+            drop(crate::enter_poll());
+            tell.send(crate::sys::thread::gettid()).unwrap();
+            wait.recv().unwrap();
+            for _ in 0..200 {
+                let p = crate::enter_poll();
+                spin_own_cpu(BY_HAND / 100);
+                drop(p);
+            }
+            let poll = crate::enter_poll();
+            tell.send(0).unwrap();
+            wait.recv().unwrap();
+            drop(poll);
+        });
+        let tid = done.recv().unwrap();
+        wd.tick(Instant::now());
+        let i = wd.tracks.iter().position(|t| t.tid == tid).unwrap();
+        go.send(()).unwrap();
+        done.recv().unwrap();
+        wd.tick(Instant::now());
+        let own = wd.tracks[i].acct.map(|a| a.own);
+        let open = wd.tracks[i].live.is_some();
+        go.send(()).unwrap();
+        thread.join().unwrap();
+        assert!(!open, "an episode of a poll that had just begun");
+        assert!(
+            own.is_some_and(|own| own < BY_HAND / 2),
+            "own time of a poll that had just begun: {own:?}"
+        );
+        wd.tick(Instant::now());
+        assert_eq!(ends(&mut wd, &rx), vec![]);
     }
 
     /// A thread looked at between its polls, then (the next look) two
