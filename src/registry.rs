@@ -235,6 +235,11 @@ impl Bounds {
         })
     }
 
+    /// Whether no boundary is known.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+
     /// The known boundary at `at` holding `word`, if any.
     pub(crate) fn find(&self, at: u64, word: u64) -> Option<Bound> {
         self.iter().find(|k| k.at == at && k.word == word)
