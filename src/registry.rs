@@ -6,7 +6,6 @@
 //! reused after their thread exits, so a reference held by the watchdog (or a
 //! late signal) never dangles; `generation` tells a reused slot apart.
 
-use std::cell::RefCell;
 use std::panic::Location;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -358,26 +357,44 @@ impl Slot {
         self.info.lock().unwrap_or_else(|p| p.into_inner()).name = name;
     }
 
+    /// The runtime's label, given by a later registration of a thread that
+    /// has a slot already.
+    pub(crate) fn set_runtime(&self, runtime: Arc<str>) {
+        self.info.lock().unwrap_or_else(|p| p.into_inner()).runtime = Some(runtime);
+    }
+
     /// The stack range, once found for a thread registered from outside.
     pub(crate) fn set_stack(&self, stack: crate::sys::stack::StackRange) {
         self.info.lock().unwrap_or_else(|p| p.into_inner()).stack = Some(stack);
     }
 }
 
-struct Table {
+/// The table of slots. The process has one, [`TABLE`]; unit tests make
+/// their own. The caller says which thread a slot is for (its tid and
+/// [`ThreadInfo`]), so the table itself never asks the running thread.
+#[derive(Debug)]
+pub(crate) struct Table {
+    slots: Mutex<Slots>,
+    /// Bumped whenever the set of slots changes, so the watchdog re-reads the
+    /// table only then.
+    version: AtomicU64,
+    /// Threads not watched because the table was full.
+    overflow: AtomicUsize,
+    /// Most slots ever created ([`MAX_SLOTS`] for the process's table).
+    max: usize,
+    /// Thread `tid`'s CPU clock, read at registration.
+    cpu_clock: fn(i32) -> Option<u64>,
+}
+
+#[derive(Debug)]
+struct Slots {
     all: Vec<&'static Slot>,
     free: Vec<&'static Slot>,
 }
 
-static TABLE: Mutex<Table> = Mutex::new(Table {
-    all: Vec::new(),
-    free: Vec::new(),
-});
-/// Bumped whenever the set of slots changes, so the watchdog re-reads the table
-/// only then.
-static VERSION: AtomicU64 = AtomicU64::new(0);
-/// Threads not watched because the table was full.
-static OVERFLOW: AtomicUsize = AtomicUsize::new(0);
+/// The process's threads.
+pub(crate) static TABLE: Table = Table::new(MAX_SLOTS, crate::sys::thread::cpu_time_ns);
+
 /// Set when pollwatch is switched off (`POLLWATCH=0`): probes then register nothing.
 static DISABLED: AtomicBool = AtomicBool::new(false);
 
@@ -389,197 +406,150 @@ pub(crate) fn is_disabled() -> bool {
     DISABLED.load(Ordering::Relaxed)
 }
 
-thread_local! {
-    /// Releases this thread's slot when the thread exits. Touched only at
-    /// registration, never on the poll path (it has a destructor).
-    static RELEASE: RefCell<Option<Release>> = const { RefCell::new(None) };
-}
-
-struct Release(&'static Slot);
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        crate::probe::forget_current_slot();
-        release(self.0);
-    }
-}
-
-/// Registers the calling thread, or returns its existing slot.
-///
-/// Returns `None` when pollwatch is disabled, the table is full, or the thread
-/// is being torn down.
-pub(crate) fn register_current(runtime: Option<Arc<str>>) -> Option<&'static Slot> {
-    if is_disabled() {
-        return None;
-    }
-    let existing = RELEASE
-        .try_with(|r| r.borrow().as_ref().map(|r| r.0))
-        .ok()?;
-    if let Some(slot) = existing {
-        if runtime.is_some() {
-            slot.info.lock().unwrap_or_else(|p| p.into_inner()).runtime = runtime;
+impl Table {
+    /// An empty table of at most `max` slots, reading a thread's CPU clock
+    /// with `cpu_clock`.
+    pub(crate) const fn new(max: usize, cpu_clock: fn(i32) -> Option<u64>) -> Self {
+        Table {
+            slots: Mutex::new(Slots {
+                all: Vec::new(),
+                free: Vec::new(),
+            }),
+            version: AtomicU64::new(0),
+            overflow: AtomicUsize::new(0),
+            max,
+            cpu_clock,
         }
-        return Some(slot);
     }
-    let tid = crate::sys::thread::gettid();
-    let name = std::thread::current()
-        .name()
-        .map(str::to_owned)
-        .or_else(crate::sys::thread::kernel_name)
-        .unwrap_or_else(|| format!("thread-{tid}"));
-    let info = ThreadInfo {
-        name,
-        stack: crate::sys::thread::stack_range(),
-        runtime,
-    };
-    let slot = take_slot(tid, info, false)?;
-    let stored = RELEASE.try_with(|r| *r.borrow_mut() = Some(Release(slot)));
-    if stored.is_err() {
-        release(slot);
-        return None;
-    }
-    Some(slot)
-}
 
-/// A free slot, filled in for thread `tid`, or `None` when the table is full.
-///
-/// The table stays locked until the tid is published, so that discovery
-/// never registers a thread a second time (it looks for the tid first).
-fn take_slot(tid: i32, info: ThreadInfo, remote: bool) -> Option<&'static Slot> {
-    let mut t = TABLE.lock().unwrap_or_else(|p| p.into_inner());
-    let mine = t
-        .all
-        .iter()
-        .copied()
-        .find(|s| s.tid.load(Ordering::Acquire) == tid);
-    match mine {
-        Some(_) if remote => return None,
-        // Discovery registered this thread before it registered itself (a
-        // `watch` on a worker that `attach` found): it takes the slot over,
-        // with its own, better facts, so it is never watched twice.
-        Some(s) if s.remote.load(Ordering::Relaxed) => {
-            s.remote.store(false, Ordering::Relaxed);
-            *s.info.lock().unwrap_or_else(|p| p.into_inner()) = info;
-            return Some(s);
-        }
-        _ => {}
-    }
-    let slot = {
-        match t.free.pop() {
-            Some(s) => s,
-            None if t.all.len() < MAX_SLOTS => {
-                let s: &'static Slot = Box::leak(Box::new(Slot::new()));
-                t.all.push(s);
-                s
+    /// A free slot, filled in for thread `tid`, or `None` when the table is
+    /// full. `remote`: registered from outside the thread (`attach`'s
+    /// discovery), to be watched by sampling and released by
+    /// [`release_remote`](Table::release_remote) once the thread is gone;
+    /// `None` too if `tid` already has a slot. A thread that acquires its
+    /// own slot after discovery did takes that slot over.
+    ///
+    /// The table stays locked until the tid is published, so that discovery
+    /// never registers a thread a second time (it looks for the tid first).
+    pub(crate) fn acquire(
+        &self,
+        tid: i32,
+        info: ThreadInfo,
+        remote: bool,
+    ) -> Option<&'static Slot> {
+        let mut t = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = t
+            .all
+            .iter()
+            .copied()
+            .find(|s| s.tid.load(Ordering::Acquire) == tid);
+        match mine {
+            Some(_) if remote => return None,
+            // Discovery registered this thread before it registered itself (a
+            // `watch` on a worker that `attach` found): it takes the slot over,
+            // with its own, better facts, so it is never watched twice.
+            Some(s) if s.remote.load(Ordering::Relaxed) => {
+                s.remote.store(false, Ordering::Relaxed);
+                *s.info.lock().unwrap_or_else(|p| p.into_inner()) = info;
+                return Some(s);
             }
-            None => {
-                OVERFLOW.fetch_add(1, Ordering::Relaxed);
-                return None;
-            }
+            _ => {}
         }
-    };
-    *slot.info.lock().unwrap_or_else(|p| p.into_inner()) = info;
-    slot.task_id.store(0, Ordering::Relaxed);
-    slot.location.store(None, Ordering::Relaxed);
-    slot.label.store(None, Ordering::Relaxed);
-    slot.exited_in_poll.store(false, Ordering::Relaxed);
-    slot.sampled.store(remote, Ordering::Relaxed);
-    slot.remote.store(remote, Ordering::Relaxed);
-    slot.park_seq.store(0, Ordering::Relaxed);
-    slot.bounds.clear();
-    slot.idle.clear();
-    slot.learned_seq.store(0, Ordering::Relaxed);
-    slot.unwound_at.store(u64::MAX, Ordering::Relaxed);
-    slot.registered_epoch
-        .store(slot.epoch.load(Ordering::Relaxed), Ordering::Relaxed);
-    slot.registered_cpu_ns.store(
-        crate::sys::thread::cpu_time_ns(tid).unwrap_or(u64::MAX),
-        Ordering::Relaxed,
-    );
-    slot.generation.fetch_add(1, Ordering::Relaxed);
-    slot.tid.store(tid, Ordering::Release);
-    VERSION.fetch_add(1, Ordering::Release);
-    drop(t);
-    Some(slot)
-}
-
-/// Registers another thread of this process, found by `attach`'s discovery,
-/// to be watched by sampling. Its slot is released by [`release_remote`]
-/// once the thread is gone.
-pub(crate) fn register_remote(tid: i32, name: String) -> Option<&'static Slot> {
-    if is_disabled() {
-        return None;
+        let slot = {
+            match t.free.pop() {
+                Some(s) => s,
+                None if t.all.len() < self.max => {
+                    let s: &'static Slot = Box::leak(Box::new(Slot::new()));
+                    t.all.push(s);
+                    s
+                }
+                None => {
+                    self.overflow.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+            }
+        };
+        *slot.info.lock().unwrap_or_else(|p| p.into_inner()) = info;
+        slot.task_id.store(0, Ordering::Relaxed);
+        slot.location.store(None, Ordering::Relaxed);
+        slot.label.store(None, Ordering::Relaxed);
+        slot.exited_in_poll.store(false, Ordering::Relaxed);
+        slot.sampled.store(remote, Ordering::Relaxed);
+        slot.remote.store(remote, Ordering::Relaxed);
+        slot.park_seq.store(0, Ordering::Relaxed);
+        slot.bounds.clear();
+        slot.idle.clear();
+        slot.learned_seq.store(0, Ordering::Relaxed);
+        slot.unwound_at.store(u64::MAX, Ordering::Relaxed);
+        slot.registered_epoch
+            .store(slot.epoch.load(Ordering::Relaxed), Ordering::Relaxed);
+        slot.registered_cpu_ns
+            .store((self.cpu_clock)(tid).unwrap_or(u64::MAX), Ordering::Relaxed);
+        slot.generation.fetch_add(1, Ordering::Relaxed);
+        slot.tid.store(tid, Ordering::Release);
+        self.version.fetch_add(1, Ordering::Release);
+        drop(t);
+        Some(slot)
     }
-    let info = ThreadInfo {
-        name,
-        stack: None,
-        runtime: None,
-    };
-    take_slot(tid, info, true)
-}
 
-/// Releases every slot taken by [`register_remote`] (discovery stopped:
-/// the threads it found are no longer watched).
-pub(crate) fn release_all_remote() {
-    let mut all = Vec::new();
-    snapshot(&mut all);
-    for s in all {
-        release_remote(s);
+    /// Frees `slot` for the next thread: its owner left (or, remote, is gone).
+    pub(crate) fn release(&self, slot: &'static Slot) {
+        // A thread that dies inside a poll (a panic unwinding through a hook) must
+        // not leave a forever-odd epoch for the next owner.
+        let e = slot.epoch.load(Ordering::Relaxed);
+        let in_poll = e % 2 == 1;
+        // A panic unwound out of the poll and no poll began since: the panic is
+        // taking the thread down from inside that poll.
+        let unwound = slot.unwound_at.load(Ordering::Relaxed) == e;
+        slot.exited_in_poll
+            .store(in_poll || unwound, Ordering::Relaxed);
+        slot.tid.store(0, Ordering::Release);
+        // The generation before the epoch: a watchdog that sees this epoch
+        // (it reads the epoch first) sees the thread gone too, and does not
+        // take the exit for the poll returning.
+        slot.generation.fetch_add(1, Ordering::Release);
+        if in_poll {
+            slot.epoch.store(e.wrapping_add(1), Ordering::Release);
+        }
+        let mut t = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        t.free.push(slot);
+        self.version.fetch_add(1, Ordering::Release);
     }
-}
 
-/// Releases a slot taken by [`register_remote`].
-pub(crate) fn release_remote(slot: &'static Slot) {
-    if slot.remote.load(Ordering::Relaxed) && slot.tid.load(Ordering::Acquire) != 0 {
-        release(slot);
+    /// Releases a slot taken with `remote`; one its thread took over (or
+    /// already free) is left alone.
+    pub(crate) fn release_remote(&self, slot: &'static Slot) {
+        if slot.remote.load(Ordering::Relaxed) && slot.tid.load(Ordering::Acquire) != 0 {
+            self.release(slot);
+        }
     }
-}
 
-/// Releases the calling thread's slot now (tokio's `on_thread_stop`).
-#[cfg(feature = "tokio")]
-pub(crate) fn deregister_current() {
-    crate::probe::forget_current_slot();
-    let _ = RELEASE.try_with(|r| drop(r.borrow_mut().take()));
-}
-
-fn release(slot: &'static Slot) {
-    // A thread that dies inside a poll (a panic unwinding through a hook) must
-    // not leave a forever-odd epoch for the next owner.
-    let e = slot.epoch.load(Ordering::Relaxed);
-    let in_poll = e % 2 == 1;
-    // A panic unwound out of the poll and no poll began since: the panic is
-    // taking the thread down from inside that poll.
-    let unwound = slot.unwound_at.load(Ordering::Relaxed) == e;
-    slot.exited_in_poll
-        .store(in_poll || unwound, Ordering::Relaxed);
-    slot.tid.store(0, Ordering::Release);
-    // The generation before the epoch: a watchdog that sees this epoch
-    // (it reads the epoch first) sees the thread gone too, and does not
-    // take the exit for the poll returning.
-    slot.generation.fetch_add(1, Ordering::Release);
-    if in_poll {
-        slot.epoch.store(e.wrapping_add(1), Ordering::Release);
+    /// Releases every slot taken with `remote` (discovery stopped: the
+    /// threads it found are no longer watched).
+    pub(crate) fn release_all_remote(&self) {
+        let mut all = Vec::new();
+        self.snapshot(&mut all);
+        for s in all {
+            self.release_remote(s);
+        }
     }
-    let mut t = TABLE.lock().unwrap_or_else(|p| p.into_inner());
-    t.free.push(slot);
-    VERSION.fetch_add(1, Ordering::Release);
-}
 
-/// The table's version; changes whenever a thread registers or leaves.
-pub(crate) fn version() -> u64 {
-    VERSION.load(Ordering::Acquire)
-}
+    /// The table's version; changes whenever a thread registers or leaves.
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
 
-/// Every slot ever created (free ones have `tid == 0`).
-pub(crate) fn snapshot(out: &mut Vec<&'static Slot>) {
-    let t = TABLE.lock().unwrap_or_else(|p| p.into_inner());
-    out.clear();
-    out.extend_from_slice(&t.all);
-}
+    /// Every slot ever created (free ones have `tid == 0`).
+    pub(crate) fn snapshot(&self, out: &mut Vec<&'static Slot>) {
+        let t = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        out.clear();
+        out.extend_from_slice(&t.all);
+    }
 
-/// Threads that could not be watched because `MAX_SLOTS` were in use.
-pub(crate) fn overflow() -> usize {
-    OVERFLOW.load(Ordering::Relaxed)
+    /// Threads that could not be watched because every slot was in use.
+    pub(crate) fn overflow(&self) -> usize {
+        self.overflow.load(Ordering::Relaxed)
+    }
 }
 
 #[cfg(test)]
