@@ -641,4 +641,217 @@ mod tests {
         let long = Bound { len: 64, ..at_beef };
         assert!(fingerprint([long].into_iter(), read).is_none());
     }
+
+    /// A CPU clock for threads that do not exist: tids from 100 up are gone
+    /// before it is read.
+    fn fake_clock(tid: i32) -> Option<u64> {
+        (tid < 100).then(|| 1000 * tid as u64)
+    }
+
+    fn named(name: &str) -> ThreadInfo {
+        ThreadInfo {
+            name: name.to_owned(),
+            ..ThreadInfo::default()
+        }
+    }
+
+    #[test]
+    fn a_reused_slot_gets_a_new_generation_and_a_clean_start() {
+        let t = Table::new(8, fake_clock);
+        let s = t.acquire(1, named("a"), false).unwrap();
+        assert_eq!(s.tid.load(Ordering::Relaxed), 1);
+        assert_eq!(s.generation.load(Ordering::Relaxed), 1);
+        assert_eq!(s.registered_epoch.load(Ordering::Relaxed), 0);
+        assert_eq!(s.registered_cpu_ns.load(Ordering::Relaxed), 1000);
+        // What the first owner left behind: two polls run, a label, a park
+        // sequence, a learned boundary and park place.
+        s.epoch.store(4, Ordering::Relaxed);
+        s.task_id.store(7, Ordering::Relaxed);
+        s.park_seq.store(3, Ordering::Relaxed);
+        s.learned_seq.store(5, Ordering::Relaxed);
+        s.bounds.learn(Bound {
+            at: 0x7000,
+            word: 1,
+            from: 0x7008,
+            len: 64,
+        });
+        s.idle.learn(0x7100, 0x20);
+        t.release(s);
+        assert_eq!(s.tid.load(Ordering::Relaxed), 0);
+        assert_eq!(s.generation.load(Ordering::Relaxed), 2);
+        assert!(!s.exited_in_poll.load(Ordering::Relaxed));
+        assert_eq!(s.epoch.load(Ordering::Relaxed), 4);
+
+        let again = t.acquire(2, named("b"), false).unwrap();
+        assert!(std::ptr::eq(s, again));
+        assert_eq!(s.tid.load(Ordering::Relaxed), 2);
+        assert_eq!(s.generation.load(Ordering::Relaxed), 3);
+        // The epoch goes on from where the last owner left it, and the new
+        // thread's first poll is measured from there.
+        assert_eq!(s.epoch.load(Ordering::Relaxed), 4);
+        assert_eq!(s.registered_epoch.load(Ordering::Relaxed), 4);
+        assert_eq!(s.registered_cpu_ns.load(Ordering::Relaxed), 2000);
+        assert_eq!(s.task_id.load(Ordering::Relaxed), 0);
+        assert_eq!(s.park_seq.load(Ordering::Relaxed), 0);
+        assert_eq!(s.learned_seq.load(Ordering::Relaxed), 0);
+        assert_eq!(s.bounds.iter().count(), 0);
+        assert!(s.idle.is_empty());
+        assert_eq!(s.info().name, "b");
+
+        // A thread whose clock cannot be read has none.
+        t.release(s);
+        t.acquire(100, named("c"), false).unwrap();
+        assert_eq!(s.registered_cpu_ns.load(Ordering::Relaxed), u64::MAX);
+    }
+
+    #[test]
+    fn a_slot_released_inside_a_poll_exits_in_poll_at_an_even_epoch() {
+        let t = Table::new(8, fake_clock);
+        let s = t.acquire(1, named("a"), false).unwrap();
+        s.epoch.store(3, Ordering::Relaxed);
+        t.release(s);
+        assert!(s.exited_in_poll.load(Ordering::Relaxed));
+        assert_eq!(s.epoch.load(Ordering::Relaxed), 4);
+        assert_eq!(s.generation.load(Ordering::Relaxed), 2);
+
+        // A panic unwound out of the poll that ended at 6 and took the
+        // thread down before another began.
+        assert!(std::ptr::eq(t.acquire(2, named("b"), false).unwrap(), s));
+        assert!(!s.exited_in_poll.load(Ordering::Relaxed));
+        assert_eq!(s.unwound_at.load(Ordering::Relaxed), u64::MAX);
+        s.epoch.store(6, Ordering::Relaxed);
+        s.unwound_at.store(6, Ordering::Relaxed);
+        t.release(s);
+        assert!(s.exited_in_poll.load(Ordering::Relaxed));
+        assert_eq!(s.epoch.load(Ordering::Relaxed), 6);
+
+        // The panic was caught and the thread polled again: it left between
+        // polls.
+        t.acquire(3, named("c"), false).unwrap();
+        s.unwound_at.store(8, Ordering::Relaxed);
+        s.epoch.store(10, Ordering::Relaxed);
+        t.release(s);
+        assert!(!s.exited_in_poll.load(Ordering::Relaxed));
+        assert_eq!(s.epoch.load(Ordering::Relaxed), 10);
+    }
+
+    #[test]
+    fn a_full_table_counts_the_threads_it_turns_away() {
+        let t = Table::new(2, fake_clock);
+        let one = t.acquire(1, named("a"), false).unwrap();
+        t.acquire(2, named("b"), false).unwrap();
+        assert!(t.acquire(3, named("c"), false).is_none());
+        assert!(t.acquire(4, named("d"), true).is_none());
+        assert_eq!(t.overflow(), 2);
+        t.release(one);
+        let three = t.acquire(3, named("c"), false).unwrap();
+        assert!(std::ptr::eq(one, three));
+        assert_eq!(t.overflow(), 2);
+        let mut all = Vec::new();
+        t.snapshot(&mut all);
+        assert_eq!(all.len(), 2);
+    }
+
+    #[test]
+    fn the_owner_takes_over_a_slot_discovery_registered() {
+        let t = Table::new(8, fake_clock);
+        let s = t.acquire(5, named("tokio-runtime-w"), true).unwrap();
+        assert!(s.remote.load(Ordering::Relaxed));
+        assert!(s.sampled.load(Ordering::Relaxed));
+        // Discovery never registers a thread twice, and that is no overflow.
+        assert!(t.acquire(5, named("tokio-runtime-w"), true).is_none());
+        assert_eq!(t.overflow(), 0);
+
+        let (generation, version) = (s.generation.load(Ordering::Relaxed), t.version());
+        let info = ThreadInfo {
+            runtime: Some(Arc::from("rt")),
+            ..named("tokio-runtime-worker")
+        };
+        let own = t.acquire(5, info, false).unwrap();
+        assert!(std::ptr::eq(s, own));
+        assert!(!s.remote.load(Ordering::Relaxed));
+        assert_eq!(s.info().name, "tokio-runtime-worker");
+        assert_eq!(s.info().runtime.as_deref(), Some("rt"));
+        // Still the same thread in the same slot: what the watchdog knows
+        // about it holds.
+        assert_eq!(s.generation.load(Ordering::Relaxed), generation);
+        assert_eq!(t.version(), version);
+
+        // Its own now: only the thread releases it.
+        t.release_remote(s);
+        assert_eq!(s.tid.load(Ordering::Relaxed), 5);
+        t.release_all_remote();
+        assert_eq!(s.tid.load(Ordering::Relaxed), 5);
+        t.release(s);
+        assert_eq!(s.tid.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn release_remote_frees_only_a_live_remote_slot() {
+        let t = Table::new(8, fake_clock);
+        let own = t.acquire(6, named("a"), false).unwrap();
+        let (generation, version) = (own.generation.load(Ordering::Relaxed), t.version());
+        t.release_remote(own);
+        assert_eq!(own.tid.load(Ordering::Relaxed), 6);
+        assert_eq!(own.generation.load(Ordering::Relaxed), generation);
+        assert_eq!(t.version(), version);
+
+        let remote = t.acquire(7, named("b"), true).unwrap();
+        let other = t.acquire(8, named("c"), true).unwrap();
+        t.release_all_remote();
+        assert_eq!(own.tid.load(Ordering::Relaxed), 6);
+        assert_eq!(remote.tid.load(Ordering::Relaxed), 0);
+        assert_eq!(other.tid.load(Ordering::Relaxed), 0);
+        // Released once only: a second release would list the slot as free
+        // twice and hand it to two threads.
+        let generation = remote.generation.load(Ordering::Relaxed);
+        t.release_remote(remote);
+        assert_eq!(remote.generation.load(Ordering::Relaxed), generation);
+        let a = t.acquire(9, named("d"), false).unwrap();
+        let b = t.acquire(10, named("e"), false).unwrap();
+        let c = t.acquire(11, named("f"), false).unwrap();
+        assert!(!std::ptr::eq(a, b) && !std::ptr::eq(b, c) && !std::ptr::eq(a, c));
+    }
+
+    #[test]
+    fn snapshot_lists_every_slot_free_or_not() {
+        let t = Table::new(8, fake_clock);
+        let mut all = Vec::new();
+        t.snapshot(&mut all);
+        assert!(all.is_empty());
+        let a = t.acquire(1, named("a"), false).unwrap();
+        t.acquire(2, named("b"), false).unwrap();
+        t.acquire(3, named("c"), true).unwrap();
+        t.release(a);
+        // The buffer is the caller's, reused from look to look.
+        all.push(a);
+        t.snapshot(&mut all);
+        let tids: Vec<i32> = all.iter().map(|s| s.tid.load(Ordering::Relaxed)).collect();
+        assert_eq!(tids, vec![0, 2, 3]);
+    }
+
+    #[test]
+    fn the_version_moves_on_every_acquire_and_release() {
+        let t = Table::new(2, fake_clock);
+        let mut v = t.version();
+        let mut moved = |t: &Table| {
+            let now = t.version();
+            let changed = now != v;
+            v = now;
+            changed
+        };
+        let a = t.acquire(1, named("a"), false).unwrap();
+        assert!(moved(&t));
+        let b = t.acquire(2, named("b"), true).unwrap();
+        assert!(moved(&t));
+        // Turned away: the set of slots is the same.
+        assert!(t.acquire(3, named("c"), false).is_none());
+        assert!(!moved(&t));
+        t.release(a);
+        assert!(moved(&t));
+        t.release_remote(b);
+        assert!(moved(&t));
+        t.acquire(3, named("c"), false).unwrap();
+        assert!(moved(&t));
+    }
 }
