@@ -355,20 +355,6 @@ impl Config {
         idle_tick(self.threshold)
     }
 
-    /// Starts the watchdog and returns the guard that writes the report.
-    ///
-    /// Returns once the watchdog has taken its first look at the threads
-    /// (microseconds on a quiet machine; it waits at most a second on one
-    /// short of CPU), so that every poll begun after it is seen from its
-    /// start.
-    ///
-    /// See [`Guard`](crate::Guard). Fails with a clear [`Error`] on a value
-    /// out of range (see [Bounds](Config#bounds)), an output directory that cannot be created, or a signal that
-    /// already belongs to someone else.
-    pub fn start(self) -> Result<crate::Guard> {
-        crate::guard::start(self)
-    }
-
     /// Checks every setting against its rule in [`DURATIONS`] and resolves the
     /// signal number. The one check for both sources: an environment value
     /// arrives here as the same `Duration` the builder would have set.
