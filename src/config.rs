@@ -351,8 +351,16 @@ impl Config {
     /// half the threshold (at least 250 µs). A stuck poll is noticed at most
     /// this long after it crosses the threshold, and an idle pollwatch wakes
     /// only this often (100 times a second with the default threshold).
+    #[deprecated(
+        since = "0.1.0",
+        note = "not a setting: the watchdog's idle tick is half the threshold, at least 250 µs"
+    )]
+    #[doc(hidden)]
     pub fn idle_tick(&self) -> Duration {
-        idle_tick(self.threshold)
+        // The watchdog's own rule (`watchdog::policy::idle_tick`, whose test
+        // checks this copy), restated so that the configuration depends on
+        // nothing of the watchdog's.
+        (self.threshold / 2).max(Duration::from_micros(250))
     }
 
     /// Checks every setting against its rule in [`DURATIONS`] and resolves the
@@ -462,13 +470,6 @@ pub(crate) const DURATIONS: [DurationRule; 2] = [
         set: |c, d| c.interval = d,
     },
 ];
-
-/// The watchdog's tick while nothing is stuck, for a given threshold: slow
-/// enough that an idle watchdog costs next to nothing, fast enough that a
-/// stuck poll is noticed within half a threshold of crossing it.
-pub(crate) fn idle_tick(threshold: Duration) -> Duration {
-    (threshold / 2).max(Duration::from_micros(250))
-}
 
 fn parse_switch(var: &'static str, v: &str) -> Result<bool> {
     match v.trim().to_ascii_lowercase().as_str() {

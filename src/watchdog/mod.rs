@@ -538,7 +538,7 @@ impl Watchdog {
     }
 
     fn idle_tick(&self) -> Duration {
-        crate::config::idle_tick(self.settings.threshold)
+        policy::idle_tick(self.settings.threshold)
     }
 
     /// Runs until a stop request; ends every open episode on the way out.
