@@ -351,22 +351,16 @@ impl Config {
     /// half the threshold (at least 250 µs). A stuck poll is noticed at most
     /// this long after it crosses the threshold, and an idle pollwatch wakes
     /// only this often (100 times a second with the default threshold).
+    #[deprecated(
+        since = "0.1.0",
+        note = "not a setting: the watchdog's idle tick is half the threshold, at least 250 µs"
+    )]
+    #[doc(hidden)]
     pub fn idle_tick(&self) -> Duration {
-        idle_tick(self.threshold)
-    }
-
-    /// Starts the watchdog and returns the guard that writes the report.
-    ///
-    /// Returns once the watchdog has taken its first look at the threads
-    /// (microseconds on a quiet machine; it waits at most a second on one
-    /// short of CPU), so that every poll begun after it is seen from its
-    /// start.
-    ///
-    /// See [`Guard`](crate::Guard). Fails with a clear [`Error`] on a value
-    /// out of range (see [Bounds](Config#bounds)), an output directory that cannot be created, or a signal that
-    /// already belongs to someone else.
-    pub fn start(self) -> Result<crate::Guard> {
-        crate::guard::start(self)
+        // The watchdog's own rule (`watchdog::policy::idle_tick`, whose test
+        // checks this copy), restated so that the configuration depends on
+        // nothing of the watchdog's.
+        (self.threshold / 2).max(Duration::from_micros(250))
     }
 
     /// Checks every setting against its rule in [`DURATIONS`] and resolves the
@@ -476,13 +470,6 @@ pub(crate) const DURATIONS: [DurationRule; 2] = [
         set: |c, d| c.interval = d,
     },
 ];
-
-/// The watchdog's tick while nothing is stuck, for a given threshold: slow
-/// enough that an idle watchdog costs next to nothing, fast enough that a
-/// stuck poll is noticed within half a threshold of crossing it.
-pub(crate) fn idle_tick(threshold: Duration) -> Duration {
-    (threshold / 2).max(Duration::from_micros(250))
-}
 
 fn parse_switch(var: &'static str, v: &str) -> Result<bool> {
     match v.trim().to_ascii_lowercase().as_str() {

@@ -112,11 +112,23 @@ impl Drop for Guard {
     }
 }
 
-pub(crate) fn start(cfg: Config) -> Result<Guard> {
-    start_resolved(cfg.with_env_overrides()?)
+impl Config {
+    /// Starts the watchdog and returns the guard that writes the report.
+    ///
+    /// Returns once the watchdog has taken its first look at the threads
+    /// (microseconds on a quiet machine; it waits at most a second on one
+    /// short of CPU), so that every poll begun after it is seen from its
+    /// start.
+    ///
+    /// See [`Guard`](crate::Guard). Fails with a clear [`Error`] on a value
+    /// out of range (see [Bounds](Config#bounds)), an output directory that cannot be created, or a signal that
+    /// already belongs to someone else.
+    pub fn start(self) -> Result<Guard> {
+        start_resolved(self.with_env_overrides()?)
+    }
 }
 
-/// [`start`] with the environment's overrides already applied (the
+/// [`Config::start`] with the environment's overrides already applied (the
 /// `#[pollwatch::test]` runner places each test's artifacts under the
 /// overridden directory itself).
 pub(crate) fn start_resolved(cfg: Config) -> Result<Guard> {

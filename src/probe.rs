@@ -21,11 +21,12 @@ pub(crate) struct Label {
 /// The hot path where pollwatch works: per-thread state and the epoch bump.
 #[cfg(pollwatch_supported)]
 mod imp {
-    use std::cell::Cell;
+    use std::cell::{Cell, RefCell};
     use std::sync::atomic::Ordering;
+    use std::sync::Arc;
 
     use super::Label;
-    use crate::registry::{self, Slot};
+    use crate::registry::{self, Slot, ThreadInfo, TABLE};
 
     thread_local! {
         // `const`-initialised, `Copy`, no destructor: reading one is a plain
@@ -42,6 +43,58 @@ mod imp {
         /// not end the outer poll. Touched only on that rare path and in
         /// `exit_hook`.
         static HOOKS_NESTED: Cell<u32> = const { Cell::new(0) };
+    }
+
+    thread_local! {
+        /// Releases this thread's slot when the thread exits. Touched only at
+        /// registration, never on the poll path (it has a destructor).
+        static RELEASE: RefCell<Option<Release>> = const { RefCell::new(None) };
+    }
+
+    struct Release(&'static Slot);
+
+    impl Drop for Release {
+        fn drop(&mut self) {
+            forget_current_slot();
+            TABLE.release(self.0);
+        }
+    }
+
+    /// Registers the calling thread, or returns its existing slot.
+    ///
+    /// Returns `None` when pollwatch is disabled, the table is full, or the thread
+    /// is being torn down.
+    fn register_current(runtime: Option<Arc<str>>) -> Option<&'static Slot> {
+        if registry::is_disabled() {
+            return None;
+        }
+        let existing = RELEASE
+            .try_with(|r| r.borrow().as_ref().map(|r| r.0))
+            .ok()?;
+        if let Some(slot) = existing {
+            if let Some(runtime) = runtime {
+                slot.set_runtime(runtime);
+            }
+            return Some(slot);
+        }
+        let tid = crate::sys::thread::gettid();
+        let name = std::thread::current()
+            .name()
+            .map(str::to_owned)
+            .or_else(crate::sys::thread::kernel_name)
+            .unwrap_or_else(|| format!("thread-{tid}"));
+        let info = ThreadInfo {
+            name,
+            stack: crate::sys::thread::stack_range(),
+            runtime,
+        };
+        let slot = TABLE.acquire(tid, info, false)?;
+        let stored = RELEASE.try_with(|r| *r.borrow_mut() = Some(Release(slot)));
+        if stored.is_err() {
+            TABLE.release(slot);
+            return None;
+        }
+        Some(slot)
     }
 
     /// What `exit` needs to undo an `enter`. Whether a poll is the outermost
@@ -115,7 +168,7 @@ mod imp {
         if GAVE_UP.get() {
             return None;
         }
-        match registry::register_current(None) {
+        match register_current(None) {
             Some(s) => {
                 SLOT.set(Some(s));
                 Some(s)
@@ -200,7 +253,7 @@ mod imp {
     /// Called when the thread's slot is released, so a later probe on this thread
     /// (a destructor running during thread exit) cannot write a slot that another
     /// thread may own by then.
-    pub(crate) fn forget_current_slot() {
+    fn forget_current_slot() {
         let _ = SLOT.try_with(|s| s.set(None));
         let _ = HOOKS_NESTED.try_with(|d| d.set(0));
         let _ = GAVE_UP.try_with(|g| g.set(true));
@@ -209,23 +262,24 @@ mod imp {
     /// Registers the calling thread ahead of its first poll (tokio's
     /// `on_thread_start`), so the first poll pays nothing extra.
     #[cfg(feature = "tokio")]
-    pub(crate) fn register_thread(runtime: Option<std::sync::Arc<str>>) {
-        if let Some(slot) = registry::register_current(runtime) {
+    pub(crate) fn register_thread(runtime: Option<Arc<str>>) {
+        if let Some(slot) = register_current(runtime) {
             SLOT.set(Some(slot));
         }
     }
 
-    /// Releases the calling thread's slot (tokio's `on_thread_stop`).
+    /// Releases the calling thread's slot now (tokio's `on_thread_stop`).
     #[cfg(feature = "tokio")]
     pub(crate) fn deregister_thread() {
-        registry::deregister_current();
+        forget_current_slot();
+        let _ = RELEASE.try_with(|r| drop(r.borrow_mut().take()));
     }
 
     /// Registers a runtime thread whose polls no probe marks (stable tokio):
     /// the watchdog finds them by sampling, and the park hooks below tell it
     /// when the thread runs tasks at all. It starts unparked.
     #[cfg(feature = "tokio")]
-    pub(crate) fn register_sampled_thread(runtime: Option<std::sync::Arc<str>>) {
+    pub(crate) fn register_sampled_thread(runtime: Option<Arc<str>>) {
         register_thread(runtime);
         if let Some(slot) = SLOT.get() {
             slot.park_seq.store(1, Ordering::Release);
@@ -305,8 +359,6 @@ mod imp {
     pub(crate) fn unparked() {}
 }
 
-#[cfg(pollwatch_supported)]
-pub(crate) use imp::forget_current_slot;
 #[cfg_attr(not(all(tokio_unstable, feature = "tokio")), allow(unused_imports))]
 pub(crate) use imp::{enter, enter_hook, exit, exit_hook, swap_label, Entered};
 // Only the tokio adapter registers threads ahead of their first poll.

@@ -6,7 +6,6 @@
 //! reused after their thread exits, so a reference held by the watchdog (or a
 //! late signal) never dangles; `generation` tells a reused slot apart.
 
-use std::cell::RefCell;
 use std::panic::Location;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -363,26 +362,44 @@ impl Slot {
         self.info.lock().unwrap_or_else(|p| p.into_inner()).name = name;
     }
 
+    /// The runtime's label, given by a later registration of a thread that
+    /// has a slot already.
+    pub(crate) fn set_runtime(&self, runtime: Arc<str>) {
+        self.info.lock().unwrap_or_else(|p| p.into_inner()).runtime = Some(runtime);
+    }
+
     /// The stack range, once found for a thread registered from outside.
     pub(crate) fn set_stack(&self, stack: crate::sys::stack::StackRange) {
         self.info.lock().unwrap_or_else(|p| p.into_inner()).stack = Some(stack);
     }
 }
 
-struct Table {
+/// The table of slots. The process has one, [`TABLE`]; unit tests make
+/// their own. The caller says which thread a slot is for (its tid and
+/// [`ThreadInfo`]), so the table itself never asks the running thread.
+#[derive(Debug)]
+pub(crate) struct Table {
+    slots: Mutex<Slots>,
+    /// Bumped whenever the set of slots changes, so the watchdog re-reads the
+    /// table only then.
+    version: AtomicU64,
+    /// Threads not watched because the table was full.
+    overflow: AtomicUsize,
+    /// Most slots ever created ([`MAX_SLOTS`] for the process's table).
+    max: usize,
+    /// Thread `tid`'s CPU clock, read at registration.
+    cpu_clock: fn(i32) -> Option<u64>,
+}
+
+#[derive(Debug)]
+struct Slots {
     all: Vec<&'static Slot>,
     free: Vec<&'static Slot>,
 }
 
-static TABLE: Mutex<Table> = Mutex::new(Table {
-    all: Vec::new(),
-    free: Vec::new(),
-});
-/// Bumped whenever the set of slots changes, so the watchdog re-reads the table
-/// only then.
-static VERSION: AtomicU64 = AtomicU64::new(0);
-/// Threads not watched because the table was full.
-static OVERFLOW: AtomicUsize = AtomicUsize::new(0);
+/// The process's threads.
+pub(crate) static TABLE: Table = Table::new(MAX_SLOTS, crate::sys::thread::cpu_time_ns);
+
 /// Set when pollwatch is switched off (`POLLWATCH=0`): probes then register nothing.
 static DISABLED: AtomicBool = AtomicBool::new(false);
 
@@ -394,197 +411,150 @@ pub(crate) fn is_disabled() -> bool {
     DISABLED.load(Ordering::Relaxed)
 }
 
-thread_local! {
-    /// Releases this thread's slot when the thread exits. Touched only at
-    /// registration, never on the poll path (it has a destructor).
-    static RELEASE: RefCell<Option<Release>> = const { RefCell::new(None) };
-}
-
-struct Release(&'static Slot);
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        crate::probe::forget_current_slot();
-        release(self.0);
-    }
-}
-
-/// Registers the calling thread, or returns its existing slot.
-///
-/// Returns `None` when pollwatch is disabled, the table is full, or the thread
-/// is being torn down.
-pub(crate) fn register_current(runtime: Option<Arc<str>>) -> Option<&'static Slot> {
-    if is_disabled() {
-        return None;
-    }
-    let existing = RELEASE
-        .try_with(|r| r.borrow().as_ref().map(|r| r.0))
-        .ok()?;
-    if let Some(slot) = existing {
-        if runtime.is_some() {
-            slot.info.lock().unwrap_or_else(|p| p.into_inner()).runtime = runtime;
+impl Table {
+    /// An empty table of at most `max` slots, reading a thread's CPU clock
+    /// with `cpu_clock`.
+    pub(crate) const fn new(max: usize, cpu_clock: fn(i32) -> Option<u64>) -> Self {
+        Table {
+            slots: Mutex::new(Slots {
+                all: Vec::new(),
+                free: Vec::new(),
+            }),
+            version: AtomicU64::new(0),
+            overflow: AtomicUsize::new(0),
+            max,
+            cpu_clock,
         }
-        return Some(slot);
     }
-    let tid = crate::sys::thread::gettid();
-    let name = std::thread::current()
-        .name()
-        .map(str::to_owned)
-        .or_else(crate::sys::thread::kernel_name)
-        .unwrap_or_else(|| format!("thread-{tid}"));
-    let info = ThreadInfo {
-        name,
-        stack: crate::sys::thread::stack_range(),
-        runtime,
-    };
-    let slot = take_slot(tid, info, false)?;
-    let stored = RELEASE.try_with(|r| *r.borrow_mut() = Some(Release(slot)));
-    if stored.is_err() {
-        release(slot);
-        return None;
-    }
-    Some(slot)
-}
 
-/// A free slot, filled in for thread `tid`, or `None` when the table is full.
-///
-/// The table stays locked until the tid is published, so that discovery
-/// never registers a thread a second time (it looks for the tid first).
-fn take_slot(tid: i32, info: ThreadInfo, remote: bool) -> Option<&'static Slot> {
-    let mut t = TABLE.lock().unwrap_or_else(|p| p.into_inner());
-    let mine = t
-        .all
-        .iter()
-        .copied()
-        .find(|s| s.tid.load(Ordering::Acquire) == tid);
-    match mine {
-        Some(_) if remote => return None,
-        // Discovery registered this thread before it registered itself (a
-        // `watch` on a worker that `attach` found): it takes the slot over,
-        // with its own, better facts, so it is never watched twice.
-        Some(s) if s.remote.load(Ordering::Relaxed) => {
-            s.remote.store(false, Ordering::Relaxed);
-            *s.info.lock().unwrap_or_else(|p| p.into_inner()) = info;
-            return Some(s);
-        }
-        _ => {}
-    }
-    let slot = {
-        match t.free.pop() {
-            Some(s) => s,
-            None if t.all.len() < MAX_SLOTS => {
-                let s: &'static Slot = Box::leak(Box::new(Slot::new()));
-                t.all.push(s);
-                s
+    /// A free slot, filled in for thread `tid`, or `None` when the table is
+    /// full. `remote`: registered from outside the thread (`attach`'s
+    /// discovery), to be watched by sampling and released by
+    /// [`release_remote`](Table::release_remote) once the thread is gone;
+    /// `None` too if `tid` already has a slot. A thread that acquires its
+    /// own slot after discovery did takes that slot over.
+    ///
+    /// The table stays locked until the tid is published, so that discovery
+    /// never registers a thread a second time (it looks for the tid first).
+    pub(crate) fn acquire(
+        &self,
+        tid: i32,
+        info: ThreadInfo,
+        remote: bool,
+    ) -> Option<&'static Slot> {
+        let mut t = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = t
+            .all
+            .iter()
+            .copied()
+            .find(|s| s.tid.load(Ordering::Acquire) == tid);
+        match mine {
+            Some(_) if remote => return None,
+            // Discovery registered this thread before it registered itself (a
+            // `watch` on a worker that `attach` found): it takes the slot over,
+            // with its own, better facts, so it is never watched twice.
+            Some(s) if s.remote.load(Ordering::Relaxed) => {
+                s.remote.store(false, Ordering::Relaxed);
+                *s.info.lock().unwrap_or_else(|p| p.into_inner()) = info;
+                return Some(s);
             }
-            None => {
-                OVERFLOW.fetch_add(1, Ordering::Relaxed);
-                return None;
-            }
+            _ => {}
         }
-    };
-    *slot.info.lock().unwrap_or_else(|p| p.into_inner()) = info;
-    slot.task_id.store(0, Ordering::Relaxed);
-    slot.location.store(None, Ordering::Relaxed);
-    slot.label.store(None, Ordering::Relaxed);
-    slot.exited_in_poll.store(false, Ordering::Relaxed);
-    slot.sampled.store(remote, Ordering::Relaxed);
-    slot.remote.store(remote, Ordering::Relaxed);
-    slot.park_seq.store(0, Ordering::Relaxed);
-    slot.bounds.clear();
-    slot.idle.clear();
-    slot.learned_seq.store(0, Ordering::Relaxed);
-    slot.unwound_at.store(u64::MAX, Ordering::Relaxed);
-    slot.registered_epoch
-        .store(slot.epoch.load(Ordering::Relaxed), Ordering::Relaxed);
-    slot.registered_cpu_ns.store(
-        crate::sys::thread::cpu_time_ns(tid).unwrap_or(u64::MAX),
-        Ordering::Relaxed,
-    );
-    slot.generation.fetch_add(1, Ordering::Relaxed);
-    slot.tid.store(tid, Ordering::Release);
-    VERSION.fetch_add(1, Ordering::Release);
-    drop(t);
-    Some(slot)
-}
-
-/// Registers another thread of this process, found by `attach`'s discovery,
-/// to be watched by sampling. Its slot is released by [`release_remote`]
-/// once the thread is gone.
-pub(crate) fn register_remote(tid: i32, name: String) -> Option<&'static Slot> {
-    if is_disabled() {
-        return None;
+        let slot = {
+            match t.free.pop() {
+                Some(s) => s,
+                None if t.all.len() < self.max => {
+                    let s: &'static Slot = Box::leak(Box::new(Slot::new()));
+                    t.all.push(s);
+                    s
+                }
+                None => {
+                    self.overflow.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+            }
+        };
+        *slot.info.lock().unwrap_or_else(|p| p.into_inner()) = info;
+        slot.task_id.store(0, Ordering::Relaxed);
+        slot.location.store(None, Ordering::Relaxed);
+        slot.label.store(None, Ordering::Relaxed);
+        slot.exited_in_poll.store(false, Ordering::Relaxed);
+        slot.sampled.store(remote, Ordering::Relaxed);
+        slot.remote.store(remote, Ordering::Relaxed);
+        slot.park_seq.store(0, Ordering::Relaxed);
+        slot.bounds.clear();
+        slot.idle.clear();
+        slot.learned_seq.store(0, Ordering::Relaxed);
+        slot.unwound_at.store(u64::MAX, Ordering::Relaxed);
+        slot.registered_epoch
+            .store(slot.epoch.load(Ordering::Relaxed), Ordering::Relaxed);
+        slot.registered_cpu_ns
+            .store((self.cpu_clock)(tid).unwrap_or(u64::MAX), Ordering::Relaxed);
+        slot.generation.fetch_add(1, Ordering::Relaxed);
+        slot.tid.store(tid, Ordering::Release);
+        self.version.fetch_add(1, Ordering::Release);
+        drop(t);
+        Some(slot)
     }
-    let info = ThreadInfo {
-        name,
-        stack: None,
-        runtime: None,
-    };
-    take_slot(tid, info, true)
-}
 
-/// Releases every slot taken by [`register_remote`] (discovery stopped:
-/// the threads it found are no longer watched).
-pub(crate) fn release_all_remote() {
-    let mut all = Vec::new();
-    snapshot(&mut all);
-    for s in all {
-        release_remote(s);
+    /// Frees `slot` for the next thread: its owner left (or, remote, is gone).
+    pub(crate) fn release(&self, slot: &'static Slot) {
+        // A thread that dies inside a poll (a panic unwinding through a hook) must
+        // not leave a forever-odd epoch for the next owner.
+        let e = slot.epoch.load(Ordering::Relaxed);
+        let in_poll = e % 2 == 1;
+        // A panic unwound out of the poll and no poll began since: the panic is
+        // taking the thread down from inside that poll.
+        let unwound = slot.unwound_at.load(Ordering::Relaxed) == e;
+        slot.exited_in_poll
+            .store(in_poll || unwound, Ordering::Relaxed);
+        slot.tid.store(0, Ordering::Release);
+        // The generation before the epoch: a watchdog that sees this epoch
+        // (it reads the epoch first) sees the thread gone too, and does not
+        // take the exit for the poll returning.
+        slot.generation.fetch_add(1, Ordering::Release);
+        if in_poll {
+            slot.epoch.store(e.wrapping_add(1), Ordering::Release);
+        }
+        let mut t = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        t.free.push(slot);
+        self.version.fetch_add(1, Ordering::Release);
     }
-}
 
-/// Releases a slot taken by [`register_remote`].
-pub(crate) fn release_remote(slot: &'static Slot) {
-    if slot.remote.load(Ordering::Relaxed) && slot.tid.load(Ordering::Acquire) != 0 {
-        release(slot);
+    /// Releases a slot taken with `remote`; one its thread took over (or
+    /// already free) is left alone.
+    pub(crate) fn release_remote(&self, slot: &'static Slot) {
+        if slot.remote.load(Ordering::Relaxed) && slot.tid.load(Ordering::Acquire) != 0 {
+            self.release(slot);
+        }
     }
-}
 
-/// Releases the calling thread's slot now (tokio's `on_thread_stop`).
-#[cfg(feature = "tokio")]
-pub(crate) fn deregister_current() {
-    crate::probe::forget_current_slot();
-    let _ = RELEASE.try_with(|r| drop(r.borrow_mut().take()));
-}
-
-fn release(slot: &'static Slot) {
-    // A thread that dies inside a poll (a panic unwinding through a hook) must
-    // not leave a forever-odd epoch for the next owner.
-    let e = slot.epoch.load(Ordering::Relaxed);
-    let in_poll = e % 2 == 1;
-    // A panic unwound out of the poll and no poll began since: the panic is
-    // taking the thread down from inside that poll.
-    let unwound = slot.unwound_at.load(Ordering::Relaxed) == e;
-    slot.exited_in_poll
-        .store(in_poll || unwound, Ordering::Relaxed);
-    slot.tid.store(0, Ordering::Release);
-    // The generation before the epoch: a watchdog that sees this epoch
-    // (it reads the epoch first) sees the thread gone too, and does not
-    // take the exit for the poll returning.
-    slot.generation.fetch_add(1, Ordering::Release);
-    if in_poll {
-        slot.epoch.store(e.wrapping_add(1), Ordering::Release);
+    /// Releases every slot taken with `remote` (discovery stopped: the
+    /// threads it found are no longer watched).
+    pub(crate) fn release_all_remote(&self) {
+        let mut all = Vec::new();
+        self.snapshot(&mut all);
+        for s in all {
+            self.release_remote(s);
+        }
     }
-    let mut t = TABLE.lock().unwrap_or_else(|p| p.into_inner());
-    t.free.push(slot);
-    VERSION.fetch_add(1, Ordering::Release);
-}
 
-/// The table's version; changes whenever a thread registers or leaves.
-pub(crate) fn version() -> u64 {
-    VERSION.load(Ordering::Acquire)
-}
+    /// The table's version; changes whenever a thread registers or leaves.
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
 
-/// Every slot ever created (free ones have `tid == 0`).
-pub(crate) fn snapshot(out: &mut Vec<&'static Slot>) {
-    let t = TABLE.lock().unwrap_or_else(|p| p.into_inner());
-    out.clear();
-    out.extend_from_slice(&t.all);
-}
+    /// Every slot ever created (free ones have `tid == 0`).
+    pub(crate) fn snapshot(&self, out: &mut Vec<&'static Slot>) {
+        let t = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        out.clear();
+        out.extend_from_slice(&t.all);
+    }
 
-/// Threads that could not be watched because `MAX_SLOTS` were in use.
-pub(crate) fn overflow() -> usize {
-    OVERFLOW.load(Ordering::Relaxed)
+    /// Threads that could not be watched because every slot was in use.
+    pub(crate) fn overflow(&self) -> usize {
+        self.overflow.load(Ordering::Relaxed)
+    }
 }
 
 #[cfg(test)]
@@ -675,5 +645,218 @@ mod tests {
         // A region that runs off the readable memory is not trusted.
         let long = Bound { len: 64, ..at_beef };
         assert!(fingerprint([long].into_iter(), read).is_none());
+    }
+
+    /// A CPU clock for threads that do not exist: tids from 100 up are gone
+    /// before it is read.
+    fn fake_clock(tid: i32) -> Option<u64> {
+        (tid < 100).then(|| 1000 * tid as u64)
+    }
+
+    fn named(name: &str) -> ThreadInfo {
+        ThreadInfo {
+            name: name.to_owned(),
+            ..ThreadInfo::default()
+        }
+    }
+
+    #[test]
+    fn a_reused_slot_gets_a_new_generation_and_a_clean_start() {
+        let t = Table::new(8, fake_clock);
+        let s = t.acquire(1, named("a"), false).unwrap();
+        assert_eq!(s.tid.load(Ordering::Relaxed), 1);
+        assert_eq!(s.generation.load(Ordering::Relaxed), 1);
+        assert_eq!(s.registered_epoch.load(Ordering::Relaxed), 0);
+        assert_eq!(s.registered_cpu_ns.load(Ordering::Relaxed), 1000);
+        // What the first owner left behind: two polls run, a label, a park
+        // sequence, a learned boundary and park place.
+        s.epoch.store(4, Ordering::Relaxed);
+        s.task_id.store(7, Ordering::Relaxed);
+        s.park_seq.store(3, Ordering::Relaxed);
+        s.learned_seq.store(5, Ordering::Relaxed);
+        s.bounds.learn(Bound {
+            at: 0x7000,
+            word: 1,
+            from: 0x7008,
+            len: 64,
+        });
+        s.idle.learn(0x7100, 0x20);
+        t.release(s);
+        assert_eq!(s.tid.load(Ordering::Relaxed), 0);
+        assert_eq!(s.generation.load(Ordering::Relaxed), 2);
+        assert!(!s.exited_in_poll.load(Ordering::Relaxed));
+        assert_eq!(s.epoch.load(Ordering::Relaxed), 4);
+
+        let again = t.acquire(2, named("b"), false).unwrap();
+        assert!(std::ptr::eq(s, again));
+        assert_eq!(s.tid.load(Ordering::Relaxed), 2);
+        assert_eq!(s.generation.load(Ordering::Relaxed), 3);
+        // The epoch goes on from where the last owner left it, and the new
+        // thread's first poll is measured from there.
+        assert_eq!(s.epoch.load(Ordering::Relaxed), 4);
+        assert_eq!(s.registered_epoch.load(Ordering::Relaxed), 4);
+        assert_eq!(s.registered_cpu_ns.load(Ordering::Relaxed), 2000);
+        assert_eq!(s.task_id.load(Ordering::Relaxed), 0);
+        assert_eq!(s.park_seq.load(Ordering::Relaxed), 0);
+        assert_eq!(s.learned_seq.load(Ordering::Relaxed), 0);
+        assert_eq!(s.bounds.iter().count(), 0);
+        assert!(s.idle.is_empty());
+        assert_eq!(s.info().name, "b");
+
+        // A thread whose clock cannot be read has none.
+        t.release(s);
+        t.acquire(100, named("c"), false).unwrap();
+        assert_eq!(s.registered_cpu_ns.load(Ordering::Relaxed), u64::MAX);
+    }
+
+    #[test]
+    fn a_slot_released_inside_a_poll_exits_in_poll_at_an_even_epoch() {
+        let t = Table::new(8, fake_clock);
+        let s = t.acquire(1, named("a"), false).unwrap();
+        s.epoch.store(3, Ordering::Relaxed);
+        t.release(s);
+        assert!(s.exited_in_poll.load(Ordering::Relaxed));
+        assert_eq!(s.epoch.load(Ordering::Relaxed), 4);
+        assert_eq!(s.generation.load(Ordering::Relaxed), 2);
+
+        // A panic unwound out of the poll that ended at 6 and took the
+        // thread down before another began.
+        assert!(std::ptr::eq(t.acquire(2, named("b"), false).unwrap(), s));
+        assert!(!s.exited_in_poll.load(Ordering::Relaxed));
+        assert_eq!(s.unwound_at.load(Ordering::Relaxed), u64::MAX);
+        s.epoch.store(6, Ordering::Relaxed);
+        s.unwound_at.store(6, Ordering::Relaxed);
+        t.release(s);
+        assert!(s.exited_in_poll.load(Ordering::Relaxed));
+        assert_eq!(s.epoch.load(Ordering::Relaxed), 6);
+
+        // The panic was caught and the thread polled again: it left between
+        // polls.
+        t.acquire(3, named("c"), false).unwrap();
+        s.unwound_at.store(8, Ordering::Relaxed);
+        s.epoch.store(10, Ordering::Relaxed);
+        t.release(s);
+        assert!(!s.exited_in_poll.load(Ordering::Relaxed));
+        assert_eq!(s.epoch.load(Ordering::Relaxed), 10);
+    }
+
+    #[test]
+    fn a_full_table_counts_the_threads_it_turns_away() {
+        let t = Table::new(2, fake_clock);
+        let one = t.acquire(1, named("a"), false).unwrap();
+        t.acquire(2, named("b"), false).unwrap();
+        assert!(t.acquire(3, named("c"), false).is_none());
+        assert!(t.acquire(4, named("d"), true).is_none());
+        assert_eq!(t.overflow(), 2);
+        t.release(one);
+        let three = t.acquire(3, named("c"), false).unwrap();
+        assert!(std::ptr::eq(one, three));
+        assert_eq!(t.overflow(), 2);
+        let mut all = Vec::new();
+        t.snapshot(&mut all);
+        assert_eq!(all.len(), 2);
+    }
+
+    #[test]
+    fn the_owner_takes_over_a_slot_discovery_registered() {
+        let t = Table::new(8, fake_clock);
+        let s = t.acquire(5, named("tokio-runtime-w"), true).unwrap();
+        assert!(s.remote.load(Ordering::Relaxed));
+        assert!(s.sampled.load(Ordering::Relaxed));
+        // Discovery never registers a thread twice, and that is no overflow.
+        assert!(t.acquire(5, named("tokio-runtime-w"), true).is_none());
+        assert_eq!(t.overflow(), 0);
+
+        let (generation, version) = (s.generation.load(Ordering::Relaxed), t.version());
+        let info = ThreadInfo {
+            runtime: Some(Arc::from("rt")),
+            ..named("tokio-runtime-worker")
+        };
+        let own = t.acquire(5, info, false).unwrap();
+        assert!(std::ptr::eq(s, own));
+        assert!(!s.remote.load(Ordering::Relaxed));
+        assert_eq!(s.info().name, "tokio-runtime-worker");
+        assert_eq!(s.info().runtime.as_deref(), Some("rt"));
+        // Still the same thread in the same slot: what the watchdog knows
+        // about it holds.
+        assert_eq!(s.generation.load(Ordering::Relaxed), generation);
+        assert_eq!(t.version(), version);
+
+        // Its own now: only the thread releases it.
+        t.release_remote(s);
+        assert_eq!(s.tid.load(Ordering::Relaxed), 5);
+        t.release_all_remote();
+        assert_eq!(s.tid.load(Ordering::Relaxed), 5);
+        t.release(s);
+        assert_eq!(s.tid.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn release_remote_frees_only_a_live_remote_slot() {
+        let t = Table::new(8, fake_clock);
+        let own = t.acquire(6, named("a"), false).unwrap();
+        let (generation, version) = (own.generation.load(Ordering::Relaxed), t.version());
+        t.release_remote(own);
+        assert_eq!(own.tid.load(Ordering::Relaxed), 6);
+        assert_eq!(own.generation.load(Ordering::Relaxed), generation);
+        assert_eq!(t.version(), version);
+
+        let remote = t.acquire(7, named("b"), true).unwrap();
+        let other = t.acquire(8, named("c"), true).unwrap();
+        t.release_all_remote();
+        assert_eq!(own.tid.load(Ordering::Relaxed), 6);
+        assert_eq!(remote.tid.load(Ordering::Relaxed), 0);
+        assert_eq!(other.tid.load(Ordering::Relaxed), 0);
+        // Released once only: a second release would list the slot as free
+        // twice and hand it to two threads.
+        let generation = remote.generation.load(Ordering::Relaxed);
+        t.release_remote(remote);
+        assert_eq!(remote.generation.load(Ordering::Relaxed), generation);
+        let a = t.acquire(9, named("d"), false).unwrap();
+        let b = t.acquire(10, named("e"), false).unwrap();
+        let c = t.acquire(11, named("f"), false).unwrap();
+        assert!(!std::ptr::eq(a, b) && !std::ptr::eq(b, c) && !std::ptr::eq(a, c));
+    }
+
+    #[test]
+    fn snapshot_lists_every_slot_free_or_not() {
+        let t = Table::new(8, fake_clock);
+        let mut all = Vec::new();
+        t.snapshot(&mut all);
+        assert!(all.is_empty());
+        let a = t.acquire(1, named("a"), false).unwrap();
+        t.acquire(2, named("b"), false).unwrap();
+        t.acquire(3, named("c"), true).unwrap();
+        t.release(a);
+        // The buffer is the caller's, reused from look to look.
+        all.push(a);
+        t.snapshot(&mut all);
+        let tids: Vec<i32> = all.iter().map(|s| s.tid.load(Ordering::Relaxed)).collect();
+        assert_eq!(tids, vec![0, 2, 3]);
+    }
+
+    #[test]
+    fn the_version_moves_on_every_acquire_and_release() {
+        let t = Table::new(2, fake_clock);
+        let mut v = t.version();
+        let mut moved = |t: &Table| {
+            let now = t.version();
+            let changed = now != v;
+            v = now;
+            changed
+        };
+        let a = t.acquire(1, named("a"), false).unwrap();
+        assert!(moved(&t));
+        let b = t.acquire(2, named("b"), true).unwrap();
+        assert!(moved(&t));
+        // Turned away: the set of slots is the same.
+        assert!(t.acquire(3, named("c"), false).is_none());
+        assert!(!moved(&t));
+        t.release(a);
+        assert!(moved(&t));
+        t.release_remote(b);
+        assert!(moved(&t));
+        t.acquire(3, named("c"), false).unwrap();
+        assert!(moved(&t));
     }
 }

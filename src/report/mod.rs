@@ -405,9 +405,9 @@ impl Episode {
     }
 
     /// How long the poll had been running when the watchdog noticed it: the
-    /// threshold plus the detection delay, which is at most about one idle
-    /// tick ([`Config::idle_tick`](crate::Config::idle_tick), half the
-    /// threshold) when the thread gets its CPU.
+    /// threshold plus the detection delay, which is at most about one of the
+    /// watchdog's idle ticks (half the threshold, at least 250 µs) when the
+    /// thread gets its CPU.
     pub fn detected_after(&self) -> Duration {
         self.detected_after
     }

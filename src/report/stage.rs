@@ -596,7 +596,7 @@ impl Stage {
         c.missed_samples = self.watchdog.missed;
         c.dropped_samples = self.watchdog.dropped;
         c.suppressed_lines = self.limit.suppressed;
-        c.unwatched_threads = crate::registry::overflow() as u64;
+        c.unwatched_threads = crate::registry::TABLE.overflow() as u64;
         c.polls_seen = self.watchdog.polls_seen;
         c.unseen_polls = self.watchdog.unseen;
         let lat = &self.watchdog.capture_latency;

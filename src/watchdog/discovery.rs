@@ -75,7 +75,7 @@ pub(crate) fn enable() {
 /// only what is attached (or instrumented) again.
 pub(crate) fn disable() {
     ENABLED.store(false, Ordering::Release);
-    registry::release_all_remote();
+    registry::TABLE.release_all_remote();
 }
 
 /// Whether `attach` asked for discovery.
@@ -89,7 +89,7 @@ pub(crate) fn scan() {
         return;
     };
     let mut known = Vec::new();
-    registry::snapshot(&mut known);
+    registry::TABLE.snapshot(&mut known);
     let known: Vec<i32> = known
         .iter()
         .map(|s| s.tid.load(Ordering::Acquire))
@@ -110,7 +110,7 @@ pub(crate) fn scan() {
         if !watched(tid, &name) {
             continue;
         }
-        let Some(slot) = registry::register_remote(tid, name) else {
+        let Some(slot) = register(tid, name) else {
             continue;
         };
         // A thread found idle (a worker parked at `attach`) shows its stack
@@ -126,6 +126,20 @@ pub(crate) fn scan() {
             slot.set_stack(range);
         }
     }
+}
+
+/// Registers thread `tid` of this process to be watched by sampling. Its
+/// slot is released by `release_remote` once the thread is gone.
+fn register(tid: i32, name: String) -> Option<&'static registry::Slot> {
+    if registry::is_disabled() {
+        return None;
+    }
+    let info = registry::ThreadInfo {
+        name,
+        stack: None,
+        runtime: None,
+    };
+    registry::TABLE.acquire(tid, info, true)
 }
 
 /// Whether a thread with this name may run polls: anything but pollwatch's.

@@ -573,7 +573,7 @@ impl Watchdog {
     }
 
     fn idle_tick(&self) -> Duration {
-        crate::config::idle_tick(self.settings.threshold)
+        policy::idle_tick(self.settings.threshold)
     }
 
     /// Runs until a stop request; ends every open episode on the way out.
@@ -642,13 +642,13 @@ impl Watchdog {
     }
 
     fn refresh(&mut self, now: Instant) {
-        let v = registry::version();
+        let v = registry::TABLE.version();
         if v == self.version {
             return;
         }
         let first = self.version == u64::MAX;
         self.version = v;
-        registry::snapshot(&mut self.snapshot);
+        registry::TABLE.snapshot(&mut self.snapshot);
         for (i, slot) in self.snapshot.iter().enumerate() {
             if self.tracks.get(i).is_none() {
                 let t = Track::new(slot, now, self.last_tick);
@@ -751,7 +751,7 @@ impl Watchdog {
         let remote = t.slot.remote.load(Ordering::Relaxed);
         if remote && discovery::is_own(t.tid) {
             // Found by a scan before it marked itself: one of ours.
-            registry::release_remote(t.slot);
+            registry::TABLE.release_remote(t.slot);
             return t.epoch;
         }
         if remote && now >= view.next_alive_check {
@@ -763,13 +763,13 @@ impl Watchdog {
                 .alive()
             {
                 // Gone: the next look sees the slot released.
-                registry::release_remote(t.slot);
+                registry::TABLE.release_remote(t.slot);
                 return t.epoch;
             }
             // Scanned before it named itself, it showed its parent's name.
             match discovery::name_of(tid) {
                 Some(name) if !discovery::watched(tid, &name) => {
-                    registry::release_remote(t.slot);
+                    registry::TABLE.release_remote(t.slot);
                     return t.epoch;
                 }
                 Some(name) if name != t.slot.info().name => t.slot.set_name(name),
@@ -2532,7 +2532,7 @@ mod tests {
             let known = wd.tracks.len();
             let t = Stepped::spawn(BY_HAND * 3);
             let mut slots = Vec::new();
-            registry::snapshot(&mut slots);
+            registry::TABLE.snapshot(&mut slots);
             let reused = slots
                 .iter()
                 .position(|s| s.tid.load(Ordering::Acquire) == t.tid)

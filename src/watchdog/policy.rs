@@ -221,6 +221,13 @@ pub(crate) enum Look {
     Episode,
 }
 
+/// The watchdog's tick while nothing is stuck, for a given threshold: slow
+/// enough that an idle watchdog costs next to nothing, fast enough that a
+/// stuck poll is noticed within half a threshold of crossing it.
+pub(crate) fn idle_tick(threshold: Duration) -> Duration {
+    (threshold / 2).max(Duration::from_micros(250))
+}
+
 /// The decision for a poll seen `wall` into its run with `own` time of its
 /// own (`None`: not measured yet, because its wall time is still below the
 /// threshold and own time cannot exceed wall time).
@@ -566,5 +573,18 @@ mod tests {
         let mut b = Account::new(at(t0, 0, 0, 0));
         let s = b.advance(at(t0, 20, 0, 0), Seen::Blocked);
         assert_eq!(b.tail(t0 + 22 * MS, Seen::Blocked, s).own, 2 * MS);
+    }
+
+    #[test]
+    fn the_idle_tick_is_half_the_threshold_and_at_least_250_us() {
+        assert_eq!(idle_tick(20 * MS), 10 * MS);
+        let us = Duration::from_micros;
+        assert_eq!(idle_tick(us(300)), us(250));
+        // The deprecated `Config::idle_tick` restates the rule.
+        for threshold in [us(1), us(300), us(500), 20 * MS, 1000 * MS] {
+            #[allow(deprecated)]
+            let config = crate::Config::default().threshold(threshold).idle_tick();
+            assert_eq!(config, idle_tick(threshold), "{threshold:?}");
+        }
     }
 }
