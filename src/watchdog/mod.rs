@@ -334,8 +334,7 @@ impl Track {
         // does (measured without it: a new thread's 40 ms first poll, on a
         // reused slot, read as 11.8 ms of own time and excused).
         if t.epoch % 2 == 0 && t.tid != 0 {
-            t.idle_cpu = crate::sys::thread::cpu_time_ns(t.tid).map(|c| (now, c));
-            t.idle_probe = t.slot.epoch.load(Ordering::Acquire);
+            t.note_between_polls(now);
         }
         // A thread first seen inside a poll (a new thread's first poll) is
         // measured from this first look, like any other poll, plus the CPU
@@ -366,6 +365,13 @@ impl Track {
             || self.learn_pending.is_some()
             || self.retro.is_some()
             || self.candidate
+    }
+
+    /// Notes the thread's CPU clock and probe epoch at a look that found
+    /// it between polls (`idle_cpu`, `idle_probe`).
+    fn note_between_polls(&mut self, now: Instant) {
+        self.idle_cpu = crate::sys::thread::cpu_time_ns(self.tid).map(|c| (now, c));
+        self.idle_probe = self.slot.epoch.load(Ordering::Acquire);
     }
 
     fn files(&mut self) -> &ThreadFiles {
@@ -1464,8 +1470,7 @@ impl Watchdog {
             t.candidate = false;
             t.detect_cpu = Duration::ZERO;
             if epoch % 2 == 0 {
-                t.idle_cpu = crate::sys::thread::cpu_time_ns(t.tid).map(|c| (now, c));
-                t.idle_probe = t.slot.epoch.load(Ordering::Acquire);
+                t.note_between_polls(now);
                 return None;
             }
             self.stats.polls_seen += 1;
@@ -1523,8 +1528,7 @@ impl Watchdog {
             return Some(now + threshold - own);
         }
         if epoch % 2 == 0 {
-            t.idle_cpu = crate::sys::thread::cpu_time_ns(t.tid).map(|c| (now, c));
-            t.idle_probe = t.slot.epoch.load(Ordering::Acquire);
+            t.note_between_polls(now);
             return None;
         }
         if t.live.is_some() {
