@@ -168,4 +168,7 @@ pub(crate) struct WatchdogStats {
     pub(crate) signals_sent: u64,
     /// The watchdog thread's own CPU time, at its stop.
     pub(crate) cpu: Duration,
+    /// Workers of runtimes watched only through `watch` busy outside
+    /// watched polls (`registry::Runtimes`), at its stop.
+    pub(crate) busy_outside: Duration,
 }

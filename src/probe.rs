@@ -171,6 +171,14 @@ mod imp {
         match register_current(None) {
             Some(s) => {
                 SLOT.set(Some(s));
+                // A `watch`ed poll is running: which runtime it runs in, so
+                // that the time its workers spend outside watched polls
+                // is counted.
+                #[cfg(feature = "tokio")]
+                s.runtime_key.store(
+                    crate::runtime::tokio::note_runtime(false),
+                    Ordering::Relaxed,
+                );
                 Some(s)
             }
             None => {
@@ -265,6 +273,8 @@ mod imp {
     pub(crate) fn register_thread(runtime: Option<Arc<str>>) {
         if let Some(slot) = register_current(runtime) {
             SLOT.set(Some(slot));
+            // Hooks or sampling watch every poll of this runtime's workers.
+            crate::runtime::tokio::note_runtime(true);
         }
     }
 

@@ -9,6 +9,7 @@
 use std::panic::Location;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::sys::stack::StackRange;
 use crate::sys::static_ref::AtomicStaticRef;
@@ -74,6 +75,11 @@ pub(crate) struct Slot {
     /// same parked as polling: a look that matches a boundary while the
     /// thread is blocked at one of these places is between polls.
     pub(crate) idle: Sites,
+    /// The runtime whose worker this thread is, when the thread registered
+    /// through `watch` inside one ([`Runtimes`]' key; 0 = none): the time
+    /// its watched polls are seen running is taken off that runtime's busy
+    /// time.
+    pub(crate) runtime_key: AtomicU64,
     /// Facts gathered at registration.
     info: Mutex<ThreadInfo>,
 }
@@ -347,6 +353,7 @@ impl Slot {
             learned_fp: AtomicU64::new(0),
             learned_seq: AtomicU64::new(0),
             idle: Sites::new(),
+            runtime_key: AtomicU64::new(0),
             info: Mutex::new(ThreadInfo::default()),
         }
     }
@@ -484,6 +491,7 @@ impl Table {
         slot.park_seq.store(0, Ordering::Relaxed);
         slot.bounds.clear();
         slot.idle.clear();
+        slot.runtime_key.store(0, Ordering::Relaxed);
         slot.learned_seq.store(0, Ordering::Relaxed);
         slot.unwound_at.store(u64::MAX, Ordering::Relaxed);
         slot.registered_epoch
@@ -557,9 +565,171 @@ impl Table {
     }
 }
 
+/// A runtime's workers' busy time so far (tokio's
+/// `worker_total_busy_duration`, summed over its workers).
+pub(crate) type BusyClock = Box<dyn Fn() -> Duration + Send + Sync>;
+
+/// Runtimes remembered at once, at most: each entry holds its runtime's
+/// handle (for the busy clock), which keeps the runtime's shared state
+/// (and its I/O driver's descriptor) until the run ends.
+pub(crate) const MAX_RUNTIMES: usize = 16;
+
+/// One runtime a thread registered in.
+struct RuntimeSeen {
+    key: u64,
+    /// A thread of it is watched by sampling or by hooks: every poll on
+    /// its workers is watched, nothing is outside.
+    covered: bool,
+    busy: BusyClock,
+    /// The busy clock when the runtime was first seen.
+    since: Duration,
+}
+
+/// The runtimes threads registered in, so that a run watched only through
+/// `watch` can say how long the workers were busy outside watched futures:
+/// a silent "0 episodes" from a program that wrapped only its `block_on`
+/// root would read like a healthy run.
+pub(crate) struct Runtimes {
+    seen: Mutex<Vec<RuntimeSeen>>,
+}
+
+/// The process's runtimes.
+pub(crate) static RUNTIMES: Runtimes = Runtimes::new();
+
+impl Runtimes {
+    pub(crate) const fn new() -> Self {
+        Runtimes {
+            seen: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Notes runtime `key`, `covered` if the calling thread is watched by
+    /// sampling or hooks (once covered, always). `busy` is asked for only
+    /// the first time the runtime is seen.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn note(&self, key: u64, covered: bool, busy: impl FnOnce() -> BusyClock) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = seen.iter_mut().find(|r| r.key == key) {
+            r.covered |= covered;
+            return;
+        }
+        if seen.len() >= MAX_RUNTIMES {
+            // Past the bound a runtime is not counted: a program building
+            // runtimes in a loop keeps 16 handles, not one per runtime.
+            return;
+        }
+        let busy = busy();
+        let since = busy();
+        seen.push(RuntimeSeen {
+            key,
+            covered,
+            busy,
+            since,
+        });
+    }
+
+    /// How long the workers of the runtimes watched only through `watch`
+    /// were busy outside watched polls since each was first seen:
+    /// `watched(key)` is what watched polls took on that runtime's
+    /// workers. Forgets every runtime (their handles go).
+    pub(crate) fn take_busy_outside(&self, watched: impl Fn(u64) -> Watched) -> Duration {
+        let seen = std::mem::take(&mut *self.seen.lock().unwrap_or_else(|p| p.into_inner()));
+        seen.iter()
+            .filter(|r| !r.covered)
+            .map(|r| busy_outside((r.busy)().saturating_sub(r.since), watched(r.key)))
+            .sum()
+    }
+}
+
+/// What the watched polls on a runtime's workers took.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Watched {
+    /// The time the watchdog's looks found one running.
+    pub(crate) time: Duration,
+    /// How many ended.
+    pub(crate) polls: u64,
+}
+
+/// The scheduler's own time per poll, at most: tokio takes about 75 ns
+/// around a `yield_now` poll (benches/throughput.rs), so this bounds it
+/// with room for a slow or loaded machine.
+pub(crate) const SCHEDULER_PER_POLL: Duration = Duration::from_micros(1);
+
+/// Busy time outside watched polls, at least: the workers' busy time
+/// less the time watched polls were seen running and the scheduler's own
+/// time around each of them. A program whose every task is wrapped and
+/// whose polls are microseconds long spends half its busy time in the
+/// scheduler; that is not time in polls pollwatch cannot see.
+pub(crate) fn busy_outside(busy: Duration, watched: Watched) -> Duration {
+    let around =
+        SCHEDULER_PER_POLL.saturating_mul(u32::try_from(watched.polls).unwrap_or(u32::MAX));
+    busy.saturating_sub(watched.time).saturating_sub(around)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn clock(at: &Arc<AtomicU64>) -> BusyClock {
+        let at = Arc::clone(at);
+        Box::new(move || Duration::from_millis(at.load(Ordering::Relaxed)))
+    }
+
+    #[test]
+    fn busy_outside_watched_counts_only_runtimes_no_sampling_or_hook_covers() {
+        let r = Runtimes::new();
+        let a = Arc::new(AtomicU64::new(100));
+        let b = Arc::new(AtomicU64::new(0));
+        // `a` was busy 100 ms before it was seen: not this run's.
+        r.note(1, false, || clock(&a));
+        r.note(2, false, || clock(&b));
+        // A sampled thread of runtime 2: every poll there is watched.
+        r.note(2, true, || unreachable!("seen already"));
+        a.store(2_100, Ordering::Relaxed);
+        b.store(5_000, Ordering::Relaxed);
+        let watched = |key| match key {
+            1 => Watched {
+                time: Duration::from_millis(500),
+                polls: 0,
+            },
+            _ => Watched::default(),
+        };
+        assert_eq!(r.take_busy_outside(watched), Duration::from_millis(1_500));
+        // Taken: the handles are gone, nothing is counted twice.
+        assert_eq!(r.take_busy_outside(watched), Duration::ZERO);
+    }
+
+    #[test]
+    fn busy_outside_is_what_neither_the_watched_polls_nor_the_scheduler_around_them_took() {
+        let ms = Duration::from_millis;
+        let w = |time, polls| Watched { time, polls };
+        // Estimated from looks, watched time may pass the busy time.
+        assert_eq!(busy_outside(ms(90), w(ms(100), 0)), Duration::ZERO);
+        assert_eq!(busy_outside(ms(100), w(ms(40), 0)), ms(60));
+        // Many short polls: the scheduler's time between them is not
+        // unwatched polls (2 s of 20 M yields read as half outside).
+        assert_eq!(
+            busy_outside(ms(4000), w(ms(2000), 20_000_000)),
+            Duration::ZERO
+        );
+        assert_eq!(busy_outside(ms(400), w(ms(100), 100_000)), ms(200));
+        assert_eq!(busy_outside(ms(1), w(ms(0), u64::MAX)), Duration::ZERO);
+    }
+
+    #[test]
+    fn runtimes_past_the_bound_are_not_remembered() {
+        let r = Runtimes::new();
+        let busy = Arc::new(AtomicU64::new(0));
+        for key in 0..(MAX_RUNTIMES as u64 + 4) {
+            r.note(key + 1, false, || clock(&busy));
+        }
+        busy.store(10, Ordering::Relaxed);
+        let n = MAX_RUNTIMES as u32;
+        assert_eq!(
+            r.take_busy_outside(|_| Watched::default()),
+            Duration::from_millis(10) * n
+        );
+    }
 
     #[test]
     fn one_boundary_per_place_whatever_its_length() {

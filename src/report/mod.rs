@@ -543,6 +543,16 @@ pub struct Counters {
     /// Every stack of such a would-be episode shows the executor parked,
     /// no future's poll, so it is none.
     pub parked_not_polls: u64,
+    /// How long the workers of tokio runtimes watched only through
+    /// [`watch`](crate::watch) (no `attach`, no instrumented builder) were
+    /// busy outside watched polls: tokio's busy time of those workers
+    /// since pollwatch first saw the runtime, less the time its looks
+    /// found a watched poll running on them. Polls there are unseen: a
+    /// program that wrapped only its `block_on` root shows its workers'
+    /// whole busy time here. It includes the scheduler's own time between
+    /// polls, so a fully wrapped program shows a little too. Zero for
+    /// runtimes watched by sampling or hooks, and before the run ends.
+    pub busy_outside_watched: Duration,
 }
 
 /// A poll longer than the threshold in wall time that was not reported,

@@ -599,6 +599,7 @@ impl Stage {
         c.unwatched_threads = crate::registry::TABLE.overflow() as u64;
         c.polls_seen = self.watchdog.polls_seen;
         c.unseen_polls = self.watchdog.unseen;
+        c.busy_outside_watched = self.watchdog.busy_outside;
         let lat = &self.watchdog.capture_latency;
         self.report.overhead = super::Overhead {
             samples_captured: lat.count(),
@@ -663,8 +664,12 @@ impl Stage {
             }
             eprintln!("{line}");
         }
-        if self.report.watched_nothing {
-            eprintln!("pollwatch: {}", super::summary::NOTHING_WATCHED);
+        match super::summary::busy_outside_line(&self.report) {
+            Some(line) => eprintln!("pollwatch: {line}"),
+            None if self.report.watched_nothing => {
+                eprintln!("pollwatch: {}", super::summary::NOTHING_WATCHED)
+            }
+            None => {}
         }
         let Stage {
             report,

@@ -13,6 +13,26 @@ pub(crate) const NOTHING_WATCHED: &str = "no poll was watched: call `pollwatch::
      your async main, or instrument the runtime's builder (`pollwatch::tokio::instrument`), or wrap \
      futures with `pollwatch::watch`";
 
+/// Said (stderr, summary) when the workers of a runtime watched only
+/// through `watch` were busy outside watched polls for at least a
+/// threshold: time in which a blocking poll could have gone unseen.
+pub(crate) fn busy_outside_line(r: &Report) -> Option<String> {
+    let busy = r.counters.busy_outside_watched;
+    if busy.is_zero() || busy < r.threshold {
+        return None;
+    }
+    let amount = if busy >= Duration::from_secs(1) {
+        format!("{:.1} s", busy.as_secs_f64())
+    } else {
+        format!("{} ms", ms(Duration::from_millis(busy.as_millis() as u64)))
+    };
+    Some(format!(
+        "worker busy {amount} outside watched futures: polls there are not watched; call \
+         `pollwatch::tokio::attach()` first in your async main, or instrument the runtime's builder \
+         (`pollwatch::tokio::instrument`), to watch every task"
+    ))
+}
+
 /// `20`, `0.5`: a duration in milliseconds, a fraction only when it has one.
 pub(crate) fn ms(d: Duration) -> String {
     let v = d.as_secs_f64() * 1000.0;
@@ -171,13 +191,24 @@ pub(crate) fn text(r: &Report) -> String {
             c.unseen_polls,
             "polls that may have been long went unseen (pollwatch's own thread was kept from a CPU)",
         ),
+        (
+            c.parked_not_polls,
+            "waits in a `block_on` read as polls, dropped: every stack showed the executor parked",
+        ),
     ]
     .into_iter()
     .filter(|(n, _)| *n > 0)
     .map(|(n, what)| format!("  {n} {what}"))
     .collect();
-    if r.watched_nothing {
-        let _ = writeln!(s, "\n{}", NOTHING_WATCHED);
+    // The busy line says more (how long, where) with the same fix.
+    match busy_outside_line(r) {
+        Some(line) => {
+            let _ = writeln!(s, "\n{line}");
+        }
+        None if r.watched_nothing => {
+            let _ = writeln!(s, "\n{}", NOTHING_WATCHED);
+        }
+        None => {}
     }
     if !notes.is_empty() {
         let _ = writeln!(s, "\nalso:");

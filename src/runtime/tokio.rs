@@ -119,11 +119,51 @@ pub fn attach() -> crate::Result<()> {
     Ok(())
 }
 
+/// Notes the runtime the calling thread runs in, if any, for the count of
+/// its workers' busy time outside watched polls (`registry::Runtimes`).
+/// `covered`: the thread is watched by sampling or hooks. Returns the
+/// runtime's key if the thread is one of its workers, which only a thread
+/// polling a task (or any thread of a current-thread runtime) is: the
+/// `block_on` thread of a multi-thread runtime is not.
+#[cfg(pollwatch_supported)]
+pub(crate) fn note_runtime(covered: bool) -> u64 {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return 0;
+    };
+    // 0 is "none"; runtime ids start at 1.
+    let key = id_number(handle.id()).max(1);
+    let worker = tokio::task::try_id().is_some()
+        || matches!(
+            handle.runtime_flavor(),
+            tokio::runtime::RuntimeFlavor::CurrentThread
+        );
+    crate::registry::RUNTIMES.note(key, covered, || {
+        let metrics = handle.metrics();
+        Box::new(move || {
+            (0..metrics.num_workers())
+                .map(|w| metrics.worker_total_busy_duration(w))
+                .sum()
+        })
+    });
+    if worker {
+        key
+    } else {
+        0
+    }
+}
+
 /// tokio's `task::Id` as a number. `Id` exposes no getter, but it hashes as
 /// its `u64`: this hasher just keeps that value, and compiles down to a move.
 #[cfg_attr(not(tokio_unstable), allow(dead_code))]
 #[inline(always)]
 fn task_id(id: tokio::task::Id) -> u64 {
+    id_number(id)
+}
+
+/// A tokio id (`task::Id`, `runtime::Id`) as the `u64` it hashes as.
+#[cfg_attr(not(any(pollwatch_supported, tokio_unstable)), allow(dead_code))]
+#[inline(always)]
+fn id_number(id: impl Hash) -> u64 {
     #[derive(Default)]
     struct Take(u64);
     impl Hasher for Take {

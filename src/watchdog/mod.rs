@@ -538,6 +538,9 @@ pub(crate) struct Watchdog {
     warmed: bool,
     /// Learning samples sent so far (each has its number).
     learn_seq: u64,
+    /// Per runtime (`Slot::runtime_key`), what its workers' watched polls
+    /// took: for the busy time outside them.
+    watched: Vec<(u64, registry::Watched)>,
 }
 
 /// Learning signals left waiting at once, so that episodes always find a
@@ -575,6 +578,7 @@ impl Watchdog {
             no_signal: false,
             warmed: false,
             learn_seq: 0,
+            watched: Vec::new(),
         }
     }
 
@@ -640,6 +644,13 @@ impl Watchdog {
             self.end_episode(i, now, reason);
         }
         discovery::disable();
+        let watched = std::mem::take(&mut self.watched);
+        self.stats.busy_outside = registry::RUNTIMES.take_busy_outside(|key| {
+            watched
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map_or_else(registry::Watched::default, |w| w.1)
+        });
         self.stats.dropped += self.out.dropped;
         self.stats.cpu = crate::sys::thread::cpu_time_ns(crate::sys::thread::gettid())
             .map_or(Duration::ZERO, Duration::from_nanos);
@@ -706,14 +717,45 @@ impl Watchdog {
             // Never later than an idle tick: a poll that begins right after
             // this look is first seen within one, as on an idle watchdog.
             let idle_due = at.checked_add(idle).unwrap_or(at);
+            let (before, generation) = (self.tracks[i].epoch, self.tracks[i].generation);
             let due = self.check(i, at).map_or(idle_due, |w| w.min(idle_due));
             wake = wake.min(due);
+            self.count_watched(i, at, before, generation);
             let t = &mut self.tracks[i];
             t.due = due;
             t.prev_tick = at;
         }
         self.last_tick = now;
         wake.max(now + Duration::from_micros(100))
+    }
+
+    /// Counts what the watched polls of a runtime's worker took between
+    /// the look before (its epoch `before`) and this one: the polls that
+    /// ended (the probe's epoch is exact), and the span since the look
+    /// before if this one finds a poll running (the looks sample the
+    /// thread's time, every idle tick at the latest).
+    fn count_watched(&mut self, i: usize, at: Instant, before: u64, generation: u64) {
+        let t = &self.tracks[i];
+        let key = t.slot.runtime_key.load(Ordering::Relaxed);
+        // A sampled thread's runtime is covered; a new owner's epoch is not
+        // comparable with the last one's.
+        if key == 0 || t.view.is_some() || t.generation != generation {
+            return;
+        }
+        let polls = t.epoch.saturating_sub(before).div_ceil(2);
+        let time = match t.epoch % 2 {
+            1 => at.saturating_duration_since(t.prev_tick),
+            _ => Duration::ZERO,
+        };
+        let w = match self.watched.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, w)) => w,
+            None => {
+                self.watched.push((key, registry::Watched::default()));
+                &mut self.watched.last_mut().expect("just pushed").1
+            }
+        };
+        w.time += time;
+        w.polls += polls;
     }
 
     /// Looks at one slot; returns when it next needs attention. A sampled
