@@ -203,6 +203,67 @@ pub fn init() -> Result<Guard> {
     Config::from_env()?.start()
 }
 
+/// Watches every poll that runs on the calling thread, found by sampling
+/// its stack: one line at the start of an executor thread pollwatch has no
+/// hooks into (smol's or async-executor's threads, a
+/// `futures::executor::LocalPool`, an async-std `block_on` thread), and
+/// nothing wrapped.
+///
+/// The watchdog reads the thread's stack from outside, learns where the
+/// executor's frames end and a task's poll begins, and tells one poll
+/// from the next by those frames, as `pollwatch::tokio::attach()` does for
+/// tokio (episodes say `mode: sampled`, and name the task's future from
+/// the stack). It knows the loops of tokio, async-task (smol,
+/// async-executor, async-std), `futures::executor` and `futures-lite`'s
+/// and async-io's `block_on`; on a thread running another executor no
+/// poll is found, and nothing is reported. The thread stays watched until
+/// it exits; calling this again does nothing. With `POLLWATCH=0`, or on a
+/// platform pollwatch does not support, it does nothing.
+///
+/// ```no_run
+/// let guard = pollwatch::init()?;
+/// let ex = smol::Executor::new();
+/// std::thread::scope(|s| {
+///     s.spawn(|| {
+///         pollwatch::watch_thread();
+///         smol::block_on(ex.run(async { /* ... */ }));
+///     });
+/// });
+/// guard.finish()?;
+/// # Ok::<(), pollwatch::Error>(())
+/// ```
+pub fn watch_thread() {
+    probe::register_sampled_current();
+}
+
+/// Watches every thread of the process by sampling, as
+/// [`watch_thread`] does one: the calling thread, the threads that exist
+/// now, and those started later, until the guard finishes. For executors
+/// whose threads the program does not start itself (async-std's, found
+/// by name nowhere: every thread is read, and only those whose stacks
+/// show an executor's loop ever have a poll).
+///
+/// This is what [`tokio::attach`](crate::tokio::attach) does on a
+/// multi-thread runtime. Threads that never run an executor cost a few
+/// backed-off stack reads each and are never reported.
+///
+/// ```no_run
+/// let guard = pollwatch::init()?;
+/// pollwatch::watch_all_threads();
+/// async_std::task::block_on(async {
+///     async_std::task::spawn(async { /* ... */ }).await;
+/// });
+/// guard.finish()?;
+/// # Ok::<(), pollwatch::Error>(())
+/// ```
+pub fn watch_all_threads() {
+    probe::register_sampled_current();
+    #[cfg(pollwatch_supported)]
+    if !registry::is_disabled() {
+        watchdog::discovery::enable();
+    }
+}
+
 // The README's Rust examples compile as doc tests (with the features its
 // `#[pollwatch::test]` and tower examples use, as `--all-features` has).
 #[cfg(all(doctest, feature = "macros", feature = "tower"))]

@@ -297,6 +297,19 @@ mod imp {
         }
     }
 
+    /// Registers the calling thread to be watched by sampling, with no
+    /// park hooks (`watch_thread`: an executor thread pollwatch has no
+    /// hooks into). Its polls are found from its stack, its parks too.
+    pub(crate) fn register_sampled_current() {
+        if let Some(slot) = register_current(None) {
+            SLOT.set(Some(slot));
+            slot.sampled.store(true, Ordering::Release);
+            // A tokio thread watched this way has every poll watched.
+            #[cfg(feature = "tokio")]
+            crate::runtime::tokio::note_runtime(true);
+        }
+    }
+
     /// tokio's `on_thread_park`: the worker has no task to run.
     #[cfg(all(feature = "tokio", not(tokio_unstable)))]
     pub(crate) fn parked() {
@@ -356,6 +369,8 @@ mod imp {
     #[cfg(feature = "tokio")]
     pub(crate) fn register_thread(_runtime: Option<std::sync::Arc<str>>) {}
 
+    pub(crate) fn register_sampled_current() {}
+
     #[cfg(feature = "tokio")]
     pub(crate) fn deregister_thread() {}
 
@@ -370,7 +385,9 @@ mod imp {
 }
 
 #[cfg_attr(not(all(tokio_unstable, feature = "tokio")), allow(unused_imports))]
-pub(crate) use imp::{enter, enter_hook, exit, exit_hook, swap_label, Entered};
+pub(crate) use imp::{
+    enter, enter_hook, exit, exit_hook, register_sampled_current, swap_label, Entered,
+};
 // Only the tokio adapter registers threads ahead of their first poll.
 #[cfg(all(feature = "tokio", tokio_unstable))]
 pub(crate) use imp::register_thread;

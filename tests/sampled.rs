@@ -103,22 +103,6 @@ fn caught_unwrapped(
     report
 }
 
-/// A sampled poll is first read at a look, and a look of a thread between
-/// polls comes every half threshold (the idle tick): the issue's tolerance
-/// is threshold + two sample intervals + one read period. The episode never
-/// runs longer than that past the truth. It may start later than that on a
-/// saturated machine, when the first read of a new thread's poll waits for
-/// the report stage to learn its boundary (README, "What sampled mode
-/// cannot see"): then it is still at least a threshold long.
-fn assert_close_sampled(ep: &pollwatch::Episode, truth: Duration, what: &str) {
-    let bound = tolerance() + THRESHOLD / 2 + ep.duration_uncertainty();
-    let reported = ep.duration();
-    assert!(
-        reported <= truth + bound && reported >= THRESHOLD,
-        "{what}: reported {reported:?}, measured {truth:?} (bound {bound:?})"
-    );
-}
-
 #[inline(never)]
 fn receive_on_std_channel(rx: std::sync::mpsc::Receiver<()>) -> Duration {
     let t = Instant::now();

@@ -244,6 +244,13 @@ const POLL_LOOPS: &[&str] = &[
     "tokio::runtime::scheduler::current_thread::Context::run_task",
     "tokio::runtime::scheduler::current_thread::CoreGuard::block_on",
     "tokio::runtime::park::CachedParkThread::block_on",
+    // async-task runs each task (smol, async-executor, async-std), and
+    // `block_on` loops poll a root future: async-io's (smol, async-std's
+    // threads), futures-lite's, futures-executor's.
+    "async_task::runnable::Runnable<M>::run",
+    "async_io::driver::block_on",
+    "futures_lite::future::block_on",
+    "futures_executor::local_pool::run_executor",
 ];
 
 /// Frames that belong to the executor between its loop and the future, or
@@ -253,6 +260,23 @@ const EXECUTOR_PATHS: &[&str] = &[
     "tokio::runtime::",
     "tokio::task::coop::",
     "tokio::loom::",
+    "async_task::",
+    "async_executor::",
+    "async_io::",
+    "async_global_executor::",
+    "async_std::task::",
+    // The `Or` of an executor's `run` and the root future it races.
+    "futures_lite::future::",
+    "futures_executor::",
+    // A `LocalPool`'s tasks: a `FuturesUnordered` of `LocalFutureObj`s.
+    "futures_task::",
+    "futures_util::stream::futures_unordered::",
+    "futures_util::stream::stream::StreamExt::poll_next_unpin",
+    // What async-io's `block_on` parks in: the `parking` crate's parker,
+    // or `polling`'s epoll wait (through rustix) while it drives the reactor.
+    "parking::",
+    "polling::",
+    "rustix::",
     "core::",
     "alloc::",
     "std::",
@@ -262,7 +286,18 @@ const EXECUTOR_PATHS: &[&str] = &[
 ];
 
 fn is_executor(f: &Frame) -> bool {
-    in_path(f, EXECUTOR_PATHS) || !f.function.contains("::")
+    in_path(f, EXECUTOR_PATHS) || !f.function.contains("::") || is_std_source(f)
+}
+
+/// Code of the standard library, by its source file: the paths above miss
+/// its trait impls on primitive types (`<isize as core::cmp::PartialOrd>::le`,
+/// inlined into a park's syscall wrapper in a release build).
+fn is_std_source(f: &Frame) -> bool {
+    f.file.as_deref().is_some_and(|file| {
+        file.starts_with("/rustc/")
+            || file.starts_with("/rust/deps/")
+            || file.contains("/rustlib/src/")
+    })
 }
 
 /// Which physical frame of a stack (each group a physical frame's frames,
@@ -408,6 +443,70 @@ mod tests {
         ];
         let groups: Vec<&[Frame]> = stack.iter().map(|v| v.as_slice()).collect();
         assert_eq!(poll_boundary(&groups), Some(3));
+    }
+
+    #[test]
+    fn a_task_of_async_task_executors_begins_at_its_future() {
+        let g = |names: &[&str]| names.iter().map(|n| f(n)).collect::<Vec<_>>();
+        // smol: an `Executor` run inside `block_on` on a thread of the
+        // program's; async-std's own threads look the same, with its task
+        // locals wrapper around the future.
+        let smol = [
+            g(&["std::thread::sleep"]),
+            g(&["app::handler::{{closure}}"]),
+            g(&["<async_std::task::builder::SupportTaskLocals<F> as core::future::future::Future>::poll"]),
+            g(&["<async_executor::AsyncCallOnDrop<Fut,Cleanup> as core::future::future::Future>::poll"]),
+            g(&["async_task::raw::RawTask<F,T,S,M>::run"]),
+            g(&["async_task::runnable::Runnable<M>::run"]),
+            g(&["async_executor::State::run::{{closure}}::{{closure}}"]),
+            g(&["<futures_lite::future::Or<F1,F2> as core::future::future::Future>::poll"]),
+            g(&["async_executor::Executor::run::{{closure}}"]),
+            g(&["async_io::driver::block_on"]),
+            g(&["app::worker_thread"]),
+        ];
+        let groups: Vec<&[Frame]> = smol.iter().map(|v| v.as_slice()).collect();
+        assert_eq!(poll_boundary(&groups), Some(1));
+        // Parked in async-io's `block_on`, on its parker or driving the
+        // reactor: no poll, a park place.
+        for park in [
+            &["syscall", "parking::Inner::park", "parking::Parker::park"][..],
+            &[
+                "rustix::backend::arch::asm::syscall5",
+                "rustix::event::epoll::wait",
+                "polling::epoll::Poller::wait_deadline",
+                "async_io::reactor::ReactorLock::react",
+            ],
+        ] {
+            let mut parked: Vec<Vec<Frame>> = park.iter().map(|n| g(&[n])).collect();
+            // A release build inlines std's comparisons into the wrapper.
+            let mut cmp = f("<isize as core::cmp::PartialOrd>::le");
+            cmp.file = Some("/rustc/0123abcd/library/core/src/cmp.rs".into());
+            parked.insert(1, vec![cmp]);
+            parked.push(g(&["async_io::driver::block_on::{{closure}}"]));
+            parked.push(g(&["async_io::driver::block_on"]));
+            parked.push(g(&["app::worker_thread"]));
+            let groups: Vec<&[Frame]> = parked.iter().map(|v| v.as_slice()).collect();
+            assert_eq!(poll_boundary(&groups), None, "{park:?}");
+            assert!(parked_in_loop(&groups));
+        }
+    }
+
+    #[test]
+    fn a_local_pool_task_begins_at_its_future() {
+        let g = |names: &[&str]| names.iter().map(|n| f(n)).collect::<Vec<_>>();
+        let stack = [
+            g(&["std::thread::sleep"]),
+            g(&["app::task::{{closure}}"]),
+            g(&["<futures_task::future_obj::LocalFutureObj<T> as core::future::future::Future>::poll"]),
+            g(&["<futures_util::stream::futures_unordered::FuturesUnordered<Fut> as futures_core::stream::Stream>::poll_next"]),
+            g(&["futures_util::stream::stream::StreamExt::poll_next_unpin"]),
+            g(&["futures_executor::local_pool::LocalPool::poll_pool"]),
+            g(&["futures_executor::local_pool::run_executor"]),
+            g(&["futures_executor::local_pool::LocalPool::run_until_stalled"]),
+            g(&["app::pool_thread"]),
+        ];
+        let groups: Vec<&[Frame]> = stack.iter().map(|v| v.as_slice()).collect();
+        assert_eq!(poll_boundary(&groups), Some(1));
     }
 
     fn f(name: &str) -> Frame {

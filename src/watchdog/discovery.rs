@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use crate::registry;
 
-/// Set by `attach` on a multi-thread runtime, until the watchdog stops.
+/// Set by `attach` on a multi-thread runtime (or `watch_all_threads`),
+/// until the watchdog stops.
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// Thread names of pollwatch's own threads start with this.
@@ -65,7 +66,6 @@ pub(crate) fn watched(tid: i32, name: &str) -> bool {
 
 /// Turns discovery on until the watchdog stops, and registers the threads
 /// that exist now.
-#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
 pub(crate) fn enable() {
     ENABLED.store(true, Ordering::Release);
     scan();
