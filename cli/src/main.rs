@@ -128,6 +128,11 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 budget = budget.max_episodes(n);
             }
             let r = runs.report();
+            // A pass over runs that could not see their polls is no pass
+            // to trust: said on every outcome.
+            if let Some(note) = r.coverage_note() {
+                eprintln!("pollwatch: warning: {note}");
+            }
             match r.check(&budget) {
                 Ok(()) => {
                     println!(

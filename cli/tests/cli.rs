@@ -39,6 +39,24 @@ fn child_process() {
         .output_dir(out)
         .start()
         .unwrap();
+    if which == "root_only" {
+        // Only the `block_on` root wrapped, a plain runtime: the spawned
+        // task's sleep is on a worker no probe sees.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(pollwatch::watch(async {
+            tokio::spawn(async { cli_child_sleeps_in_config_load() })
+                .await
+                .unwrap();
+        }));
+        drop(rt);
+        let report = guard.finish().unwrap();
+        assert_eq!(report.episodes().len(), 0, "{report}");
+        return;
+    }
     let rt = pollwatch::tokio::instrument(&mut tokio::runtime::Builder::new_multi_thread())
         .worker_threads(2)
         .enable_all()
@@ -274,6 +292,34 @@ fn check_fails_with_the_call_sites_and_passes_within_budget() {
     ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(text(&o.stdout).contains("within budget: 3 episodes"));
+}
+
+#[test]
+fn check_and_report_say_when_workers_were_busy_outside_watched_futures() {
+    let base = scratch("root_only");
+    let run = run_child(&base, "root_only", 0);
+    let facts = read(&run.join("run.json"));
+    assert!(facts.contains("\"busy_outside_watched_ms\""), "{facts}");
+    // Within budget, and says what it could not see.
+    let o = pollwatch(&[&"check", &run]);
+    let stderr = text(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: worker busy") && stderr.contains("outside watched futures"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("pollwatch::tokio::attach()"), "{stderr}");
+    let o = pollwatch(&[&"report", &run, &"-o", &scratch("root_only_report")]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("outside watched futures"),
+        "{}",
+        text(&o.stdout)
+    );
+    // Runs that watched every poll say nothing of the kind.
+    let o = pollwatch(&[&"check", &runs().base, &"--max-episodes", &"3"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(!text(&o.stderr).contains("warning"), "{}", text(&o.stderr));
 }
 
 #[test]

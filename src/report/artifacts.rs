@@ -69,7 +69,10 @@ impl Artifacts {
     }
 
     /// The merged report: every episode read, in the order they ended.
-    /// It has no counters: those are in each run's own `summary.txt`.
+    /// Of the counters it has what each finished run recorded in its
+    /// `run.json` (`polls_seen`, `busy_outside_watched`, and whether it
+    /// watched nothing: [`Report::coverage_note`]); the rest are in each
+    /// run's own `summary.txt`.
     pub fn report(&self) -> &Report {
         &self.loaded.report
     }

@@ -20,6 +20,8 @@ pub(crate) const FOLDED: &str = "stacks.folded";
 pub(crate) const JSONL: &str = "episodes.jsonl";
 pub(crate) const SUMMARY: &str = "summary.txt";
 pub(crate) const PPROF: &str = "profile.pb.gz";
+/// Written at finish: what the run could see (`jsonl::RunFacts`).
+pub(crate) const RUN: &str = "run.json";
 
 /// Owns the output directory of one run.
 #[cfg_attr(not(pollwatch_supported), allow(dead_code))]
@@ -76,6 +78,13 @@ impl Writer {
     /// Writes the folded stacks, the flamegraph and the summary.
     pub(crate) fn write_final(&self, report: &Report, stacks: &Stacks) -> Result<()> {
         write_rendered(&self.dir, report, stacks)
+    }
+
+    /// Writes `run.json`, once the run's counters are final.
+    pub(crate) fn write_run(&self, report: &Report) -> Result<()> {
+        let mut text = jsonl::run_json(report).to_string();
+        text.push('\n');
+        atomic_write(&self.dir.join(RUN), text.as_bytes())
     }
 }
 

@@ -197,3 +197,39 @@ fn frame(v: &Value) -> Option<Frame> {
         inlined: false,
     })
 }
+
+/// What a run says of the polls it could see, in `run.json` (written at
+/// finish): so that `pollwatch report` and `pollwatch check` can say a run
+/// watched nothing, or left its workers busy outside watched futures.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct RunFacts {
+    pub(crate) polls_seen: u64,
+    pub(crate) busy_outside_watched: Duration,
+    pub(crate) watched_nothing: bool,
+}
+
+/// `run.json` of a finished run (field names are a contract: add, never rename).
+pub(crate) fn run_json(r: &super::Report) -> Value {
+    json!({
+        "finished": true,
+        "threshold_ms": ms_f64(r.threshold),
+        "episodes": r.total_episodes,
+        "polls_seen": r.counters.polls_seen,
+        "busy_outside_watched_ms": ms_f64(r.counters.busy_outside_watched),
+        "watched_nothing": r.watched_nothing,
+    })
+}
+
+/// `run.json` read back; `None` if it is not one.
+pub(crate) fn parse_run(text: &str) -> Option<RunFacts> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    let o = v.as_object()?;
+    Some(RunFacts {
+        polls_seen: u(o, "polls_seen").unwrap_or(0),
+        busy_outside_watched: dur(o, "busy_outside_watched_ms").unwrap_or_default(),
+        watched_nothing: o
+            .get("watched_nothing")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    })
+}

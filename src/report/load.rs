@@ -6,8 +6,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::files::JSONL;
-use super::jsonl::parse_line;
+use super::files::{JSONL, RUN};
+use super::jsonl::{parse_line, parse_run, RunFacts};
 use super::stacks::Stacks;
 use super::{Episode, Report};
 use crate::error::{Error, Result};
@@ -96,9 +96,16 @@ pub(crate) fn load<P: AsRef<Path>>(dirs: &[P]) -> Result<Loaded> {
             }
         }
     }
+    // What each finished run could see. A run with no `run.json` (killed,
+    // or written by an older pollwatch) says nothing either way.
+    let facts: Vec<RunFacts> = files
+        .iter()
+        .filter_map(|f| fs::read_to_string(f.with_file_name(RUN)).ok())
+        .filter_map(|t| parse_run(&t))
+        .collect();
     // In the order they ended, across processes.
     episodes.sort_by_key(|e| e.start + e.duration);
-    let report = Report {
+    let mut report = Report {
         threshold: threshold.unwrap_or(crate::Config::DEFAULT_THRESHOLD),
         total_episodes: episodes.len() as u64,
         total_blocked: episodes.iter().map(|e| e.duration).sum(),
@@ -106,6 +113,14 @@ pub(crate) fn load<P: AsRef<Path>>(dirs: &[P]) -> Result<Loaded> {
         episodes,
         ..Report::default()
     };
+    report.counters.polls_seen = facts.iter().map(|f| f.polls_seen).sum();
+    report.counters.busy_outside_watched = facts.iter().map(|f| f.busy_outside_watched).sum();
+    // Nothing watched in all of them: one run that watched is enough for
+    // the merged one not to be a silent zero.
+    report.watched_nothing = !facts.is_empty()
+        && facts.len() == files.len()
+        && facts.iter().all(|f| f.watched_nothing)
+        && report.total_episodes == 0;
     Ok(Loaded {
         stacks: Stacks::of(&report.episodes),
         report,

@@ -722,6 +722,22 @@ impl Report {
         &self.counters
     }
 
+    /// What this report could not see, with the fix, so that "0 episodes"
+    /// is never silent: a run that watched no poll at all, or a tokio
+    /// runtime watched only through [`watch`](crate::watch) whose workers
+    /// were busy outside watched futures for a threshold or more
+    /// ([`Counters::busy_outside_watched`]). The summary, the line at
+    /// finish and `pollwatch check` say it. `None` when every poll was
+    /// watched, and for runs read back that did not record it (killed
+    /// before [`Guard::finish`](crate::Guard::finish)).
+    pub fn coverage_note(&self) -> Option<String> {
+        // The busy line says more (how long, where) with the same fix.
+        summary::busy_outside_line(self).or_else(|| {
+            self.watched_nothing
+                .then(|| summary::NOTHING_WATCHED.to_owned())
+        })
+    }
+
     /// The longest polls not reported because their time went to waiting
     /// for a CPU (up to 20, longest first; all are counted in
     /// [`Counters::descheduled`]).

@@ -651,6 +651,11 @@ impl Stage {
         self.report.watched_nothing =
             self.report.total_episodes == 0 && self.watchdog.polls_seen == 0;
         self.flush();
+        if let Some(w) = self.writer.as_ref() {
+            if let Err(e) = w.write_run(&self.report) {
+                self.errors.push(e);
+            }
+        }
         if self.cfg.live || self.report.total_episodes > 0 {
             let r = &self.report;
             let mut line = format!(
@@ -664,12 +669,8 @@ impl Stage {
             }
             eprintln!("{line}");
         }
-        match super::summary::busy_outside_line(&self.report) {
-            Some(line) => eprintln!("pollwatch: {line}"),
-            None if self.report.watched_nothing => {
-                eprintln!("pollwatch: {}", super::summary::NOTHING_WATCHED)
-            }
-            None => {}
+        if let Some(note) = self.report.coverage_note() {
+            eprintln!("pollwatch: {note}");
         }
         let Stage {
             report,

@@ -33,6 +33,22 @@ pub(crate) fn busy_outside_line(r: &Report) -> Option<String> {
     ))
 }
 
+/// `what` (a plural phrase) said of `n` things: its first plural noun in
+/// the singular for one ("1 poll that may have been long went unseen").
+fn counted(n: u64, what: &str) -> String {
+    if n != 1 {
+        return what.to_owned();
+    }
+    for noun in ["polls", "samples", "episodes", "threads", "lines", "waits"] {
+        if let Some(at) = what.find(noun) {
+            let mut one = what.to_owned();
+            one.replace_range(at..at + noun.len(), &noun[..noun.len() - 1]);
+            return one;
+        }
+    }
+    what.to_owned()
+}
+
 /// `20`, `0.5`: a duration in milliseconds, a fraction only when it has one.
 pub(crate) fn ms(d: Duration) -> String {
     let v = d.as_secs_f64() * 1000.0;
@@ -198,17 +214,10 @@ pub(crate) fn text(r: &Report) -> String {
     ]
     .into_iter()
     .filter(|(n, _)| *n > 0)
-    .map(|(n, what)| format!("  {n} {what}"))
+    .map(|(n, what)| format!("  {n} {}", counted(n, what)))
     .collect();
-    // The busy line says more (how long, where) with the same fix.
-    match busy_outside_line(r) {
-        Some(line) => {
-            let _ = writeln!(s, "\n{line}");
-        }
-        None if r.watched_nothing => {
-            let _ = writeln!(s, "\n{}", NOTHING_WATCHED);
-        }
-        None => {}
+    if let Some(note) = r.coverage_note() {
+        let _ = writeln!(s, "\n{note}");
     }
     if !notes.is_empty() {
         let _ = writeln!(s, "\nalso:");
@@ -226,4 +235,25 @@ pub(crate) fn text(r: &Report) -> String {
         let _ = writeln!(s, "\nartifacts in {}", clean(&d.display().to_string()));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_of_a_kind_is_said_in_the_singular() {
+        let what = "polls that may have been long went unseen";
+        assert_eq!(
+            super::counted(1, what),
+            "poll that may have been long went unseen"
+        );
+        assert_eq!(super::counted(7, what), what);
+        assert_eq!(
+            super::counted(1, "long polls excused (block_in_place / blocking pool)"),
+            "long poll excused (block_in_place / blocking pool)"
+        );
+        assert_eq!(
+            super::counted(1, "live lines suppressed by the rate limit"),
+            "live line suppressed by the rate limit"
+        );
+    }
 }
