@@ -373,6 +373,17 @@ impl Symbolizer {
             return t;
         }
         let t = self.module_of(ra).and_then(|_| {
+            // A debug build calls another crate's function by loading its
+            // GOT slot into a register first: the slot says where it goes.
+            #[cfg(target_arch = "x86_64")]
+            if let Some(slot) = self
+                .read_mem::<16>(ra.checked_sub(16)?)
+                .and_then(|b| got_slot_of_register_call(&b, ra))
+            {
+                if let Some(v) = self.read_mem::<8>(slot) {
+                    return Some(Call::To(u64::from_le_bytes(v)));
+                }
+            }
             let bytes: [u8; 8] = self.read_mem(ra.checked_sub(8)?)?;
             match decode_call(&bytes, ra, |slot| {
                 self.read_mem::<8>(slot).map(u64::from_le_bytes)
@@ -789,6 +800,29 @@ fn decode_call(b: &[u8; 8], ra: u64, load: impl Fn(u64) -> Option<u64>) -> Optio
     }
 }
 
+/// The GOT slot of `mov disp32(%rip), %reg; call *%reg` ending at `ra`
+/// (`b`: the 16 bytes before it), the way a debug build calls a function
+/// of another crate: `48|4c 8b modrm disp32`, then `[41] ff d0+reg`.
+#[cfg(target_arch = "x86_64")]
+fn got_slot_of_register_call(b: &[u8; 16], ra: u64) -> Option<u64> {
+    let (call_len, reg) = match (b[13], b[14], b[15]) {
+        (0x41, 0xFF, m) if m & 0xF8 == 0xD0 => (3usize, 8 + (m & 7)),
+        (_, 0xFF, m) if m & 0xF8 == 0xD0 => (2, m & 7),
+        _ => return None,
+    };
+    let mov = 16 - call_len - 7;
+    let rex = b[mov];
+    let modrm = b[mov + 2];
+    let mov_reg = ((rex >> 2) & 1) << 3 | ((modrm >> 3) & 7);
+    // REX.W (R for r8..r15), MOV r64, r/m64 with RIP-relative addressing.
+    if rex & 0xFB != 0x48 || b[mov + 1] != 0x8B || modrm & 0xC7 != 0x05 || mov_reg != reg {
+        return None;
+    }
+    let disp = i32::from_le_bytes([b[mov + 3], b[mov + 4], b[mov + 5], b[mov + 6]]);
+    let after_mov = ra - call_len as u64;
+    Some(after_mov.wrapping_add_signed(disp.into()))
+}
+
 /// Length of `FF modrm [sib] [disp]`.
 #[cfg(not(target_arch = "aarch64"))]
 fn modrm_len(modrm: u8, sib: Option<u8>) -> usize {
@@ -811,6 +845,30 @@ fn modrm_len(modrm: u8, sib: Option<u8>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn a_debug_builds_call_through_a_register_loaded_from_the_got_names_its_slot() {
+        // 2138cf: mov 0x41d2da(%rip),%rax; 2138d6: call *%rax; ra 2138d8.
+        let mut b = [0x90u8; 16];
+        b[7..].copy_from_slice(&[0x48, 0x8b, 0x05, 0xda, 0xd2, 0x41, 0x00, 0xff, 0xd0]);
+        assert_eq!(got_slot_of_register_call(&b, 0x2138d8), Some(0x630bb0));
+        // Through r11: mov 0x10(%rip),%r11; call *%r11.
+        let mut b = [0x90u8; 16];
+        b[6..].copy_from_slice(&[0x4c, 0x8b, 0x1d, 0x10, 0, 0, 0, 0x41, 0xff, 0xd3]);
+        assert_eq!(
+            got_slot_of_register_call(&b, 0x1000),
+            Some(0x1000 - 3 + 0x10)
+        );
+        // The register called is not the one loaded: unknown.
+        let mut b = [0x90u8; 16];
+        b[7..].copy_from_slice(&[0x48, 0x8b, 0x05, 0xda, 0xd2, 0x41, 0x00, 0xff, 0xd1]);
+        assert_eq!(got_slot_of_register_call(&b, 0x2138d8), None);
+        // A direct call is not this pattern.
+        let mut b = [0x90u8; 16];
+        b[11..].copy_from_slice(&[0xe8, 1, 2, 3, 4]);
+        assert_eq!(got_slot_of_register_call(&b, 0x2000), None);
+    }
 
     #[cfg(target_arch = "x86_64")]
     #[test]

@@ -171,6 +171,30 @@ fn each_kind(entry: Entry, tag: &str) {
     caught_unwrapped(&t("nested"), entry, "nested_block_on", nested_block_on);
 }
 
+/// A task woken by a timer, then blocking: in a debug build the stack read
+/// of its sleep (no signal, no frame pointer register) unwinds only if the
+/// call into std through a register loaded from the GOT is read as the
+/// call it is; before, every such read took a stale chain of tokio's
+/// frames, found no poll, and 60 of 60 such sleeps went unreported.
+#[test]
+fn a_sleep_after_a_timer_wake_is_one_episode() {
+    let _s = serial();
+    for entry in [Entry::Builder, Entry::Attach] {
+        let test = format!("sampled_after_timer_{entry:?}");
+        let (report, truth) = run(&test, entry, 2, async {
+            tokio::spawn(async {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                blocking_sleep(HOLD)
+            })
+            .await
+            .unwrap()
+        });
+        let ep = episode_in(&report, "blocking_sleep");
+        assert_eq!(report.total_episodes(), 1, "{entry:?}: {report}");
+        assert_close_sampled(ep, truth, "blocking_sleep");
+    }
+}
+
 #[test]
 fn each_kind_of_blocking_is_one_episode_through_the_builder() {
     let _s = serial();
