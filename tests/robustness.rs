@@ -73,6 +73,52 @@ fn out_of_range_durations_are_refused_at_start() {
     guard.finish().unwrap();
 }
 
+/// The edges of the accepted ranges run, not only start: the sample
+/// interval equal to the threshold (1 ms, a memory benchmark's settings,
+/// panicked the watchdog once a poll was looked at again), and the
+/// smallest both, 100 µs.
+#[test]
+fn the_interval_at_the_threshold_and_the_smallest_durations_work() {
+    let _s = serial();
+    for (t, i) in [(1_000, 1_000), (100, 100), (100_000, 100_000)] {
+        let (t, i) = (Duration::from_micros(t), Duration::from_micros(i));
+        let test = format!("edges_{}", t.as_micros());
+        let guard = config(&test)
+            .threshold(t)
+            .sample_interval(i)
+            .start()
+            .unwrap();
+        let rt = tokio_runtime(2);
+        // Many polls of two thresholds: some are first looked at late, and
+        // looked at again with less own time than a threshold.
+        let polls = if t <= Duration::from_millis(1) {
+            300
+        } else {
+            2
+        };
+        rt.block_on(async move {
+            tokio::spawn(pollwatch::watch(async move {
+                for _ in 0..polls {
+                    tokio::task::yield_now().await;
+                    blocking_sleep(t * 2);
+                }
+            }))
+            .await
+            .unwrap()
+        });
+        drop(rt);
+        let report = guard
+            .finish()
+            .unwrap_or_else(|e| panic!("{t:?}/{i:?}: {e}"));
+        assert!(
+            report.episodes().iter().any(|e| e
+                .top_user_frame()
+                .is_some_and(|f| f.function.contains("blocking_sleep"))),
+            "{t:?}/{i:?}: {report}"
+        );
+    }
+}
+
 #[test]
 fn unwritable_output_dir_is_an_error_at_start() {
     let _s = serial();

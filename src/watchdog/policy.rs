@@ -243,7 +243,12 @@ pub(crate) fn look(
         // Look again when the rest could at the earliest be done, but often
         // enough that a sleeping phase is measured in small steps: a thread
         // seen runnable counts only its CPU, so fewer looks lose sleep time.
-        Some(own) => Look::Again(((threshold - own) / 2).clamp(interval, threshold / 4)),
+        // (The sample interval may be the threshold itself: then it is
+        // the step, never a bound past the other.)
+        Some(own) => {
+            let most = threshold / 4;
+            Look::Again(((threshold - own) / 2).clamp(interval.min(most), most))
+        }
         None => Look::Again(Duration::ZERO),
     }
 }
@@ -463,6 +468,19 @@ mod tests {
         assert_eq!(look(25 * MS, Some(19 * MS), T, MS), Look::Again(MS));
         assert_eq!(look(25 * MS, Some(2 * MS), T, MS), Look::Again(5 * MS));
         assert_eq!(look(25 * MS, None, T, MS), Look::Again(Duration::ZERO));
+        // An interval past a quarter threshold (it may be the threshold
+        // itself): the memory benchmark's 1 ms threshold with the default
+        // 1 ms interval panicked the watchdog here.
+        assert_eq!(look(2 * MS, Some(MS / 2), MS, MS), Look::Again(MS / 4));
+        let us = Duration::from_micros;
+        assert_eq!(
+            look(us(150), Some(us(100)), us(100), us(100)),
+            Look::Episode
+        );
+        assert!(matches!(
+            look(us(150), Some(us(50)), us(100), us(100)),
+            Look::Again(_)
+        ));
     }
 
     #[test]
