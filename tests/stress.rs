@@ -175,6 +175,23 @@ fn check_counts(case: &str, report: &pollwatch::Report, ran: &Ran) -> u64 {
         report.total_episodes(),
         "{case}: episodes kept in memory plus those left out"
     );
+    // The summary's call sites count every episode, those past the
+    // in-memory limit too (all of them when it lists them all).
+    let summary = support::artifact(report, "summary.txt");
+    let sites: Vec<u64> = summary
+        .lines()
+        .skip_while(|l| !l.starts_with("top blocking call sites:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split('×').next()?.split_whitespace().last()?.parse().ok())
+        .collect();
+    if !sites.is_empty() && sites.len() < 10 {
+        assert_eq!(
+            sites.iter().sum::<u64>(),
+            report.total_episodes(),
+            "{case}: the summary's call sites\n{summary}"
+        );
+    }
     assert_eq!(c.unwatched_threads, 0, "{case}: threads not watched");
     let tids: HashSet<i32> = report.episodes().iter().map(|e| e.tid()).collect();
     assert!(tids.len() <= ran.threads, "{case}: {} tids", tids.len());

@@ -267,12 +267,13 @@ fn ms_1(d: Duration) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::report::{Frame, Stack, ThreadState};
     use std::time::SystemTime;
 
-    fn episode(id: u64, function: &str, line: u32, ms: u64) -> Episode {
+    /// An episode of `ms` blocked at `function` (`src/app.rs:line`).
+    pub(crate) fn episode(id: u64, function: &str, line: u32, ms: u64) -> Episode {
         Episode {
             id,
             thread: "worker".into(),

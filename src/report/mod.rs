@@ -686,6 +686,9 @@ pub struct Report {
     pub(crate) descheduled: Vec<DescheduledPoll>,
     /// Set at the end of a run in which no poll was watched.
     pub(crate) watched_nothing: bool,
+    /// Every episode's call site, kept or not (a live run's; `None` read
+    /// back, where every episode is in `episodes`).
+    pub(crate) site_totals: Option<summary::SiteTotals>,
 }
 
 impl Report {

@@ -565,6 +565,10 @@ impl Stage {
         }
         self.report.total_episodes += 1;
         self.report.total_blocked += duration;
+        self.report
+            .site_totals
+            .get_or_insert_with(Default::default)
+            .add(&episode);
         let bytes = episode.heap_bytes();
         if self.report.episodes.len() < MAX_EPISODES
             && self.episode_bytes + bytes <= MAX_EPISODE_BYTES

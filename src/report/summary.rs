@@ -70,36 +70,78 @@ pub(crate) struct Site {
     pub(crate) state: String,
 }
 
-/// Call sites of `episodes`, most blocked time first (ties by name, so the
-/// order is stable).
-pub(crate) fn call_sites<'a>(episodes: impl IntoIterator<Item = &'a Episode>) -> Vec<Site> {
-    let mut sites: BTreeMap<String, (u64, Duration, String)> = BTreeMap::new();
-    for ep in episodes {
+/// Blocked time per call site, added up episode by episode: the stage
+/// keeps it for every episode of a run, so the summary's call sites count
+/// the episodes past the in-memory limit too (a load test reaches it in
+/// seconds: 1,000 episodes of a blocked handler, and the table's counts no
+/// longer added up to the header's).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SiteTotals {
+    sites: BTreeMap<String, (u64, Duration, String)>,
+    /// Episodes at sites past [`MAX_SITES`].
+    other: (u64, Duration),
+}
+
+/// Distinct call sites added up at most; the rest are one `[other call
+/// sites]` line.
+pub(crate) const MAX_SITES: usize = 10_000;
+
+impl SiteTotals {
+    pub(crate) fn add(&mut self, ep: &Episode) {
         let site = ep
             .top_user_frame()
             .or(ep.frames().first())
             .map(|f| clean(&f.to_string()).into_owned())
             .unwrap_or_else(|| "[no stack]".into());
+        if self.sites.len() >= MAX_SITES && !self.sites.contains_key(&site) {
+            self.other.0 += 1;
+            self.other.1 += ep.duration;
+            return;
+        }
         let state = ep
             .stacks
             .first()
             .map(|s| clean(&s.state.to_string()).into_owned())
             .unwrap_or_default();
-        let e = sites.entry(site).or_insert((0, Duration::ZERO, state));
+        let e = self.sites.entry(site).or_insert((0, Duration::ZERO, state));
         e.0 += 1;
         e.1 += ep.duration;
     }
-    let mut sites: Vec<Site> = sites
-        .into_iter()
-        .map(|(site, (episodes, blocked, state))| Site {
-            site,
-            episodes,
-            blocked,
-            state,
-        })
-        .collect();
-    sites.sort_by_key(|s| std::cmp::Reverse(s.blocked));
-    sites
+
+    /// The sites, most blocked time first (ties by name, so the order is
+    /// stable).
+    pub(crate) fn sites(&self) -> Vec<Site> {
+        let mut sites: Vec<Site> = self
+            .sites
+            .iter()
+            .map(|(site, (episodes, blocked, state))| Site {
+                site: site.clone(),
+                episodes: *episodes,
+                blocked: *blocked,
+                state: state.clone(),
+            })
+            .collect();
+        if self.other.0 > 0 {
+            sites.push(Site {
+                site: "[other call sites]".into(),
+                episodes: self.other.0,
+                blocked: self.other.1,
+                state: String::new(),
+            });
+        }
+        sites.sort_by_key(|s| std::cmp::Reverse(s.blocked));
+        sites
+    }
+}
+
+/// Call sites of `episodes`, most blocked time first (ties by name, so the
+/// order is stable).
+pub(crate) fn call_sites<'a>(episodes: impl IntoIterator<Item = &'a Episode>) -> Vec<Site> {
+    let mut totals = SiteTotals::default();
+    for ep in episodes {
+        totals.add(ep);
+    }
+    totals.sites()
 }
 
 /// The first `n` sites as the summary's lines: `  148.2 ms    1×  site  [state]`.
@@ -166,7 +208,10 @@ pub(crate) fn text(r: &Report) -> String {
         r.total_blocked.as_millis(),
         r.unwind
     );
-    let sites = call_sites(&r.episodes);
+    let sites = match &r.site_totals {
+        Some(t) => t.sites(),
+        None => call_sites(&r.episodes),
+    };
     if !sites.is_empty() {
         let _ = writeln!(s, "\ntop blocking call sites:");
         write_sites(&mut s, &sites, 10);
@@ -239,6 +284,37 @@ pub(crate) fn text(r: &Report) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::SiteTotals;
+    use crate::report::gate::tests::episode;
+    use std::time::Duration;
+
+    #[test]
+    fn every_episode_counts_at_its_call_site_and_sites_past_the_bound_are_one_line() {
+        let mut t = SiteTotals::default();
+        for id in 0..super::MAX_SITES as u64 + 2 {
+            // Distinct sites, each blocked 1 ms; the first twice more.
+            t.add(&episode(id, &format!("app::site{id}"), 1, 1));
+        }
+        t.add(&episode(0, "app::site0", 1, 10));
+        t.add(&episode(0, "app::site0", 1, 10));
+        let sites = t.sites();
+        assert_eq!(sites[0].episodes, 3);
+        assert_eq!(sites[0].blocked, Duration::from_millis(21));
+        assert!(
+            sites[0].site.starts_with("app::site0 "),
+            "{}",
+            sites[0].site
+        );
+        // Past the bound: one line for the two sites left over.
+        let other = sites
+            .iter()
+            .find(|s| s.site == "[other call sites]")
+            .unwrap();
+        assert_eq!(other.episodes, 2);
+        let total: u64 = sites.iter().map(|s| s.episodes).sum();
+        assert_eq!(total, super::MAX_SITES as u64 + 4);
+    }
+
     #[test]
     fn one_of_a_kind_is_said_in_the_singular() {
         let what = "polls that may have been long went unseen";
