@@ -138,6 +138,12 @@ pub(crate) fn note_runtime(covered: bool) -> u64 {
             tokio::runtime::RuntimeFlavor::CurrentThread
         );
     crate::registry::RUNTIMES.note(key, covered, || {
+        if covered {
+            // Never counted: no handle kept (it holds the runtime's shared
+            // state and its I/O driver's descriptor after the runtime is
+            // dropped; a program building runtimes in a loop keeps none).
+            return Box::new(|| std::time::Duration::ZERO);
+        }
         let metrics = handle.metrics();
         Box::new(move || {
             (0..metrics.num_workers())
