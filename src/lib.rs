@@ -46,7 +46,7 @@
 //! ```
 //!
 //! - **Probes** mark poll entry and exit: tokio's runtime hooks
-//!   ([`tokio::instrument`]), the [`watch`] future wrapper for any executor,
+//!   (`tokio::instrument`), the [`watch`] future wrapper for any executor,
 //!   and the [`enter_poll`] guard for custom executors. Each costs a few
 //!   nanoseconds: a thread-local read and one atomic store, no clock.
 //! - The **registry** holds one slot per thread that polls.
@@ -243,7 +243,7 @@ pub fn watch_thread() {
 /// by name nowhere: every thread is read, and only those whose stacks
 /// show an executor's loop ever have a poll).
 ///
-/// This is what [`tokio::attach`](crate::tokio::attach) does on a
+/// This is what `pollwatch::tokio::attach()` does on a
 /// multi-thread runtime. Threads that never run an executor cost a few
 /// backed-off stack reads each and are never reported.
 ///

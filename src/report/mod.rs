@@ -394,7 +394,7 @@ impl Episode {
     }
 
     /// The name of the innermost named poll: the route (`GET /users/{id}`)
-    /// for a request watched by [`tower::WatchLayer`](crate::tower::WatchLayer).
+    /// for a request watched by `tower::WatchLayer`.
     pub fn label(&self) -> Option<&str> {
         self.label.as_deref()
     }
