@@ -102,6 +102,14 @@ fn the_interval_at_the_threshold_and_the_smallest_durations_work() {
                     tokio::task::yield_now().await;
                     blocking_sleep(t * 2);
                 }
+                // Polls of 200 µs can all end before a sample is answered
+                // where signals are slow (qemu, with no process_vm_readv:
+                // 47 stackless episodes at 100 µs). A few polls long
+                // enough for any sample still check the stacks are named.
+                for _ in 0..3 {
+                    tokio::task::yield_now().await;
+                    blocking_sleep((t * 2).max(Duration::from_millis(20)));
+                }
             }))
             .await
             .unwrap()
