@@ -25,7 +25,7 @@ pub(crate) mod discovery;
 mod policy;
 mod sampled;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -1909,10 +1909,7 @@ impl Watchdog {
                 let target = stack.map(|range| Target {
                     tid,
                     stack: range,
-                    epoch: Some(match slot.sampled.load(Ordering::Relaxed) {
-                        true => &slot.sampled_epoch,
-                        false => &slot.epoch,
-                    }),
+                    epoch: Some(answer_epoch(slot, epoch)),
                 });
                 let blocked_signal = no_signal || live.blocks_signal == Some(true);
                 let answer = match (live.pending.take(), target) {
@@ -1988,7 +1985,7 @@ impl Watchdog {
                 live.pending_own.push((tag, own));
                 match answer {
                     Ok(Answer::Ready(raw)) => {
-                        let stack = if raw.epoch == epoch && in_poll() {
+                        let stack = if raw.epoch == answer_key(epoch) && in_poll() {
                             StackOf::Captured(Box::new(raw))
                         } else {
                             // Taken after the poll ended: not this poll's stack.
@@ -2195,7 +2192,8 @@ impl Watchdog {
         let mut first = Some(match late {
             // A sampled poll's late answer may be from after it returned.
             Some(raw)
-                if raw.epoch == t.epoch && (t.view.is_none() || t.epoch & sampled::PROBE != 0) =>
+                if raw.epoch == answer_key(t.epoch)
+                    && (t.view.is_none() || t.epoch & sampled::PROBE != 0) =>
             {
                 StackOf::Captured(Box::new(raw))
             }
@@ -2259,6 +2257,26 @@ impl Watchdog {
             self.out.send(ev);
         }
     }
+}
+
+/// Where a signal's handler reads the key of the poll it answers for. A
+/// probe's own epoch wherever one marks the poll (a `watch` on a sampled
+/// thread too): the thread moves it itself as the poll returns, so an
+/// answer taken after (a signal answered late, the worker parked by then)
+/// is told apart. Only a sampled poll has none, and carries the key the
+/// watchdog last stored, checked against its frames instead.
+fn answer_epoch(slot: &Slot, key: u64) -> &AtomicU64 {
+    if key & sampled::PROBE == 0 && slot.sampled.load(Ordering::Relaxed) {
+        &slot.sampled_epoch
+    } else {
+        &slot.epoch
+    }
+}
+
+/// The epoch an answer taken inside the poll of `key` carries (see
+/// [`answer_epoch`]).
+fn answer_key(key: u64) -> u64 {
+    key & !sampled::PROBE
 }
 
 /// Copies the user stack of a thread blocked in the kernel, from outside.
@@ -2416,6 +2434,35 @@ fn level_of(elapsed: Duration, threshold: Duration) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A late answer to a watched poll on a sampled thread (instrumented
+    /// builder plus `watch`) is that poll's only while the probe says so:
+    /// under qemu, with no `process_vm_readv`, a worker parked after its
+    /// blocked poll returned answered, and its parked stack joined the
+    /// episode.
+    #[test]
+    fn an_answer_after_a_watched_poll_returned_is_not_that_polls() {
+        let table = registry::Table::new(2, |_| Some(0));
+        let slot = table
+            .acquire(1, registry::ThreadInfo::default(), false)
+            .unwrap();
+        slot.sampled.store(true, Ordering::Relaxed);
+        slot.epoch.store(5, Ordering::Relaxed);
+        let key = sampled::PROBE | 5;
+        // The watchdog's key of the sampled view, stale once the poll ends.
+        slot.sampled_epoch.store(key, Ordering::Relaxed);
+        let src = answer_epoch(slot, key);
+        assert_eq!(src.load(Ordering::Relaxed), answer_key(key));
+        slot.epoch.store(6, Ordering::Relaxed);
+        assert_ne!(src.load(Ordering::Relaxed), answer_key(key));
+        // A sampled poll's key is the watchdog's; the frames decide.
+        slot.sampled_epoch.store(7, Ordering::Relaxed);
+        let src = answer_epoch(slot, 7);
+        assert_eq!(src.load(Ordering::Relaxed), answer_key(7));
+        // No sampling at all: the probe's epoch.
+        slot.sampled.store(false, Ordering::Relaxed);
+        assert!(std::ptr::eq(answer_epoch(slot, 5), &slot.epoch));
+    }
 
     #[inline(never)]
     fn blocked_in_a_pipe_read(mut s: std::os::unix::net::UnixStream) {
