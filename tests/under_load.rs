@@ -182,9 +182,12 @@ fn long_reads_inside_the_kernel_are_one_episode() {
         .map(|s| s.weight)
         .sum();
     // Only the time before the first signal can read otherwise, when the
-    // thread's user/system ticks have not moved by then: under a threshold.
+    // thread's user/system ticks have not moved by then: the poll's time
+    // at detection, a threshold and the watchdog's delay (measured in CI
+    // with tokio_unstable: 25 ms, of 181 ms on CPU, at a 20 ms threshold).
+    let first = ep.detected_after() + ep.duration_uncertainty() + 2 * INTERVAL;
     assert!(
-        in_kernel + tolerance() >= ep.on_cpu(),
+        in_kernel + first >= ep.on_cpu(),
         "only {in_kernel:?} of {:?} on CPU read as in the kernel:\n{report}",
         ep.on_cpu()
     );
@@ -246,18 +249,52 @@ impl Drop for Saturate {
     }
 }
 
-#[test]
-fn on_a_saturated_machine_every_poll_of_twice_the_threshold_is_reported() {
-    let _s = serial();
+/// Renices pollwatch's watchdog thread to the lowest priority: beside the
+/// busy threads it gets a CPU only now and then, its looks come tens of
+/// milliseconds late. A machine where pollwatch itself is starved.
+fn starve_the_watchdog() {
+    let mut found = 0;
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        // The kernel keeps 15 bytes of "pollwatch-watchdog".
+        if comm.trim_end() == "pollwatch-watch" {
+            let tid: libc::id_t = task.file_name().to_str().unwrap().parse().unwrap();
+            // SAFETY: a plain syscall; raising a thread's own nice value
+            // needs no privilege.
+            let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 19) };
+            assert_eq!(rc, 0, "setpriority: {}", std::io::Error::last_os_error());
+            found += 1;
+        }
+    }
+    assert_eq!(found, 1, "the watchdog thread");
+}
+
+/// What a saturated run of CPU loops and big file reads reported, counted
+/// by the site each task was watched at (every poll is there, whatever its
+/// heaviest stack shows).
+struct Saturated {
+    report: pollwatch::Report,
+    spins: usize,
+    reads: usize,
+}
+
+const SPINS: usize = 6;
+const READS: usize = 4;
+
+/// Runs `SPINS` CPU loops and `READS` polls of big file reads, each of
+/// twice the threshold of its own CPU, on two workers of a machine kept
+/// busy by two threads per core.
+fn saturated_run(test: &str, starved: bool) -> Saturated {
     // Large reads, of about half the threshold of CPU each.
     let chunk = chunk_for(THRESHOLD / 2);
-    let (file, buf) = cached_file("saturated_input", chunk, 2);
+    let (file, buf) = cached_file(&format!("{test}_input"), chunk, 2);
     long_kernel_reads(&file, &mut buf.clone());
     let load = Saturate::new(2);
-    let guard = config("saturated").start().unwrap();
+    let guard = config(test).start().unwrap();
+    if starved {
+        starve_the_watchdog();
+    }
     let rt = tokio_runtime(2);
-    const SPINS: usize = 6;
-    const READS: usize = 4;
     let (mut spin_site, mut read_site) = (0, 0);
     rt.block_on(async {
         let mut tasks = Vec::new();
@@ -293,23 +330,31 @@ fn on_a_saturated_machine_every_poll_of_twice_the_threshold_is_reported() {
     let report = guard.finish().unwrap();
     drop(load);
     let _ = std::fs::remove_file(&file);
-    // Counted by the site each task was watched at: every poll is there,
-    // whatever its heaviest stack shows.
-    let at = |site: u32| {
+    let at = |site: u32| format!(":{site}:");
+    let (spin_at, read_at) = (at(spin_site), at(read_site));
+    let count = |site: &str| {
         report
             .episodes()
             .iter()
-            .filter(|e| {
-                e.spawned_at()
-                    .is_some_and(|s| s.contains(&format!(":{site}:")))
-            })
-            .collect::<Vec<_>>()
+            .filter(|e| e.spawned_at().is_some_and(|s| s.contains(site)))
+            .count()
     };
-    let (spins, big_reads) = (at(spin_site), at(read_site));
-    assert_eq!(spins.len(), SPINS, "CPU loops reported:\n{report}");
-    assert_eq!(big_reads.len(), READS, "file reads reported:\n{report}");
-    assert_signal_budget(&report);
-    for ep in spins.iter().chain(&big_reads) {
+    // Each poll used twice the threshold of its own CPU: an excuse ("its
+    // own time was under the threshold") would be false, however late the
+    // watchdog looked.
+    let excused: Vec<_> = report
+        .descheduled()
+        .iter()
+        .filter(|d| {
+            d.task()
+                .is_some_and(|t| t.contains(&spin_at) || t.contains(&read_at))
+        })
+        .collect();
+    assert!(
+        excused.is_empty(),
+        "excused as waiting for a CPU:\n{report}"
+    );
+    for ep in report.episodes() {
         assert!(
             ep.on_cpu() > ep.off_cpu(),
             "{:?} on CPU, not asleep: {:?} on, {:?} off, {:?} waiting\n{report}",
@@ -319,4 +364,48 @@ fn on_a_saturated_machine_every_poll_of_twice_the_threshold_is_reported() {
             ep.runnable()
         );
     }
+    Saturated {
+        spins: count(&spin_at),
+        reads: count(&read_at),
+        report,
+    }
+}
+
+#[test]
+fn on_a_saturated_machine_every_poll_of_twice_the_threshold_is_reported() {
+    let _s = serial();
+    let Saturated {
+        report,
+        spins,
+        reads,
+    } = saturated_run("saturated", false);
+    // Only a poll pollwatch says it may have missed, because its own
+    // thread was kept from a CPU (a look more than a threshold late, or
+    // too late at a poll's start or end to measure its own time), may be
+    // missing; on a machine that left the watchdog its CPU, none.
+    let unseen = report.counters().unseen_polls as usize;
+    assert!(
+        spins <= SPINS && reads <= READS && spins + reads + unseen >= SPINS + READS,
+        "{spins} of {SPINS} CPU loops and {reads} of {READS} file reads reported, {unseen} unseen:\n{report}"
+    );
+    assert_signal_budget(&report);
+}
+
+#[test]
+fn with_the_watchdog_kept_from_a_cpu_no_long_poll_is_excused_or_dropped_unsaid() {
+    let _s = serial();
+    let Saturated {
+        report,
+        spins,
+        reads,
+    } = saturated_run("starved", true);
+    // Measured: 4–7 unseen polls per run, and before excuses had to hold
+    // with the CPU no look could place, 1–3 of these polls excused as
+    // waiting for a CPU with under half their own time seen.
+    let unseen = report.counters().unseen_polls as usize;
+    println!("starved watchdog: {spins} loops, {reads} reads reported, {unseen} unseen");
+    assert!(
+        spins <= SPINS && reads <= READS && spins + reads + unseen >= SPINS + READS,
+        "{spins} of {SPINS} CPU loops and {reads} of {READS} file reads reported, {unseen} unseen:\n{report}"
+    );
 }

@@ -533,8 +533,12 @@ pub struct Counters {
     /// than a threshold apart (its thread was kept from a CPU, on a machine
     /// short of one), so they may have been longer than the threshold
     /// without being seen: at most one per threshold of the gap, per
-    /// thread. An upper bound on the episodes missed; 0 when the watchdog
-    /// always looked in time.
+    /// thread. Also polls seen longer than the threshold whose own time
+    /// was seen under it, but not by enough: the CPU their thread used
+    /// before their first look and after their last, which no look could
+    /// place, would put them over it (such a poll is never excused as
+    /// waiting for a CPU). An upper bound on the episodes missed; 0 when
+    /// the watchdog always looked in time.
     pub unseen_polls: u64,
     /// Waits read as polls and dropped: in sampled mode, a `block_on`
     /// whose root future's poll is inlined into the loop's own frame (a

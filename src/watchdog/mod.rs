@@ -185,6 +185,10 @@ struct Track {
     acct: Option<Account>,
     /// The thread's user/system split at the first look.
     stat_at_first_look: Option<Stat>,
+    /// CPU the thread used before the poll's account began that no look
+    /// could place: this poll's, or the polls' before it
+    /// (`policy::unplaced`). Zero when that CPU was credited to the poll.
+    unplaced: Duration,
     /// The thread's CPU clock at a tick that found it between polls: CPU it
     /// used from then to a poll's first look is that poll's (a worker
     /// between polls runs for microseconds, or sleeps), if that poll is the
@@ -299,6 +303,7 @@ impl Track {
             prev_tick: last_tick,
             acct: None,
             stat_at_first_look: None,
+            unplaced: Duration::ZERO,
             idle_cpu: None,
             idle_probe: 0,
             detect_cpu: Duration::ZERO,
@@ -372,6 +377,26 @@ impl Track {
     fn note_between_polls(&mut self, now: Instant) {
         self.idle_cpu = crate::sys::thread::cpu_time_ns(self.tid).map(|c| (now, c));
         self.idle_probe = self.slot.epoch.load(Ordering::Acquire);
+    }
+
+    /// The thread's CPU clock at the latest look that read it, in a poll
+    /// or between polls.
+    fn last_cpu(&self) -> Option<(Instant, u64)> {
+        let in_poll = self.acct.map(|a| (a.last_at(), a.last_cpu_ns()));
+        match (in_poll, self.idle_cpu) {
+            (Some(a), Some(b)) => Some(if b.0 > a.0 { b } else { a }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Notes the CPU the thread used from the clock reading `before` (with
+    /// none, since it began) to where the poll's account begins, as CPU no
+    /// look could place.
+    fn note_unplaced(&mut self, before: Option<(Instant, u64)>) {
+        self.unplaced = match self.acct {
+            Some(a) => policy::unplaced(before.map_or(0, |b| b.1), a.last_cpu_ns()),
+            None => Duration::ZERO,
+        };
     }
 
     fn files(&mut self) -> &ThreadFiles {
@@ -1504,6 +1529,8 @@ impl Watchdog {
             };
             self.end_poll(i, now, reason);
             let t = &mut self.tracks[i];
+            let before = t.last_cpu();
+            t.unplaced = Duration::ZERO;
             t.epoch = epoch;
             t.seen_late = gap > threshold;
             t.first_seen = now;
@@ -1525,6 +1552,7 @@ impl Watchdog {
                     t.first_seen = p.at;
                     t.acct = p.sched.map(|sched| Account::new(Point { at: p.at, sched }));
                     t.stat_at_first_look = t.files().stat();
+                    t.note_unplaced(before);
                     return Some(now);
                 }
                 // Only its frames match the sample's: the same task, maybe
@@ -1535,6 +1563,7 @@ impl Watchdog {
                 // when the report stage took that long to learn its path).
                 t.first_seen = now;
                 t.begin_account(now);
+                t.note_unplaced(before);
                 return Some(now + threshold);
             }
             t.begin_account(now);
@@ -1553,9 +1582,11 @@ impl Watchdog {
                 None => t.epoch == next_poll,
                 Some(_) => t.epoch & sampled::PROBE != 0 && t.epoch & !sampled::PROBE == next_poll,
             };
+            t.note_unplaced(before);
             if let (Some((at, before)), Some(a)) = (t.idle_cpu.take(), t.acct.as_mut()) {
                 if at == t.prev_tick && only_one {
                     a.add_unseen_cpu(now.saturating_duration_since(at), before);
+                    t.unplaced = Duration::ZERO;
                 }
             }
             // The CPU it used before this look may already be a
@@ -2139,6 +2170,22 @@ impl Watchdog {
             }
             return;
         }
+        // The CPU since its last look went to its end or to the polls
+        // after it: with that and what went unplaced before its first
+        // look, it may have passed the threshold. Not excused, then: a poll
+        // that may have been long, unseen.
+        let own = t.acct.map_or(Duration::ZERO, |a| a.own);
+        let tail = t.acct.map_or(Duration::ZERO, |a| {
+            match crate::sys::thread::cpu_time_ns(t.tid) {
+                Some(cpu) => policy::unplaced(a.last_cpu_ns(), cpu),
+                // Gone: its clock with it.
+                None => now.saturating_duration_since(a.last_at()),
+            }
+        });
+        if !policy::excusable(own, t.unplaced + tail, self.settings.threshold) {
+            self.stats.unseen += 1;
+            return;
+        }
         let end = t.prev_tick + now.saturating_duration_since(t.prev_tick) / 2;
         let info = t.slot.info();
         let task_id = t.slot.task_id.load(Ordering::Relaxed);
@@ -2148,7 +2195,7 @@ impl Watchdog {
             spawned_at: t.slot.location.load(Ordering::Relaxed),
             task_id: (task_id != 0).then_some(task_id),
             wall: end.saturating_duration_since(t.poll_start()),
-            own: t.acct.map_or(Duration::ZERO, |a| a.own),
+            own,
         };
         self.stats.descheduled += 1;
         self.out.send(Event::Descheduled(Box::new(excused)));

@@ -119,6 +119,11 @@ impl Account {
         self.last.at
     }
 
+    /// The thread's CPU clock at the last look.
+    pub(crate) fn last_cpu_ns(&self) -> u64 {
+        self.last.sched.cpu_ns
+    }
+
     /// Takes a new look: the span since the previous one, classified by
     /// the state seen now.
     pub(crate) fn advance(&mut self, now: Point, seen: Seen) -> Span {
@@ -253,6 +258,29 @@ pub(crate) fn look(
     }
 }
 
+/// The thread CPU no look could place, from a reading of the thread's CPU
+/// clock `before` to one `after`: it went to the poll in progress or to the
+/// polls next to it, so it bounds what that poll's own time may lack. Not
+/// capped by the wall time between the looks: a watchdog preempted
+/// between taking a look's time and reading the clock reads the clock
+/// later than its time says, and a cap then drops CPU the poll may have
+/// used.
+pub(crate) fn unplaced(before: u64, after: u64) -> Duration {
+    Duration::from_nanos(after.saturating_sub(before))
+}
+
+/// Whether a poll longer than the threshold whose measured own time `own`
+/// stayed under it is excused as waiting for a CPU. Only when it stays
+/// under with every CPU its thread used that no look could place (`unplaced`:
+/// before the poll's first look, after its last) counted as the poll's: an
+/// excuse says its own time was under the threshold, and a watchdog kept
+/// from a CPU at the poll's start or end did not see enough of it to say
+/// so (measured: a poll of 40 ms of its own excused with 18 ms seen).
+/// Otherwise it is neither: a poll that may have been long, counted unseen.
+pub(crate) fn excusable(own: Duration, unplaced: Duration, threshold: Duration) -> bool {
+    own + unplaced < threshold
+}
+
 /// CPU a runnable thread must have had since the last look before it is
 /// signalled. Without it, it may be a thread just woken in the kernel,
 /// waiting for a CPU to return from its call: a signal then turns a
@@ -373,6 +401,22 @@ mod tests {
             ms += step;
         }
         a
+    }
+
+    #[test]
+    fn an_excuse_holds_only_with_the_unplaced_cpu_counted() {
+        assert!(excusable(8 * MS, 5 * MS, T));
+        assert!(!excusable(18 * MS, 2 * MS, T));
+        assert!(!excusable(T, Duration::ZERO, T));
+        assert!(excusable(19 * MS, Duration::ZERO, T));
+    }
+
+    #[test]
+    fn unplaced_cpu_is_what_the_clock_moved_between_two_readings() {
+        let ms = |n: u64| n * 1_000_000;
+        assert_eq!(unplaced(ms(100), ms(104)), 4 * MS);
+        // Readings out of order: nothing.
+        assert_eq!(unplaced(ms(100), ms(90)), Duration::ZERO);
     }
 
     #[test]
