@@ -364,21 +364,7 @@ fn saturated_run(test: &str, starved: bool) -> Saturated {
             ep.runnable()
         );
     }
-    Saturated {
-        spins: count(&spin_at),
-        reads: count(&read_at),
-        report,
-    }
-}
-
-#[test]
-fn on_a_saturated_machine_every_poll_of_twice_the_threshold_is_reported() {
-    let _s = serial();
-    let Saturated {
-        report,
-        spins,
-        reads,
-    } = saturated_run("saturated", false);
+    let (spins, reads) = (count(&spin_at), count(&read_at));
     // Only a poll pollwatch says it may have missed, because its own
     // thread was kept from a CPU (a look more than a threshold late, or
     // too late at a poll's start or end to measure its own time), may be
@@ -388,24 +374,34 @@ fn on_a_saturated_machine_every_poll_of_twice_the_threshold_is_reported() {
         spins <= SPINS && reads <= READS && spins + reads + unseen >= SPINS + READS,
         "{spins} of {SPINS} CPU loops and {reads} of {READS} file reads reported, {unseen} unseen:\n{report}"
     );
-    assert_signal_budget(&report);
+    Saturated {
+        spins,
+        reads,
+        report,
+    }
+}
+
+#[test]
+fn on_a_saturated_machine_every_poll_of_twice_the_threshold_is_reported() {
+    let _s = serial();
+    // Every poll reported, or counted as possibly missed: checked in
+    // `saturated_run`, with no false excuse.
+    let run = saturated_run("saturated", false);
+    assert_signal_budget(&run.report);
 }
 
 #[test]
 fn with_the_watchdog_kept_from_a_cpu_no_long_poll_is_excused_or_dropped_unsaid() {
     let _s = serial();
-    let Saturated {
-        report,
-        spins,
-        reads,
-    } = saturated_run("starved", true);
-    // Measured: 4–7 unseen polls per run, and before excuses had to hold
-    // with the CPU no look could place, 1–3 of these polls excused as
-    // waiting for a CPU with under half their own time seen.
-    let unseen = report.counters().unseen_polls as usize;
-    println!("starved watchdog: {spins} loops, {reads} reads reported, {unseen} unseen");
-    assert!(
-        spins <= SPINS && reads <= READS && spins + reads + unseen >= SPINS + READS,
-        "{spins} of {SPINS} CPU loops and {reads} of {READS} file reads reported, {unseen} unseen:\n{report}"
+    // Measured under `saturate -n 2`: 4–23 unseen polls per run. Before
+    // an excuse had to hold with all its thread's CPU counted, 1–2 of
+    // these polls per run were excused as waiting for a CPU with under
+    // half their own time seen. Both checked in `saturated_run`.
+    let run = saturated_run("starved", true);
+    println!(
+        "starved watchdog: {} loops, {} reads reported, {} unseen",
+        run.spins,
+        run.reads,
+        run.report.counters().unseen_polls
     );
 }

@@ -185,10 +185,11 @@ struct Track {
     acct: Option<Account>,
     /// The thread's user/system split at the first look.
     stat_at_first_look: Option<Stat>,
-    /// CPU the thread used before the poll's account began that no look
-    /// could place: this poll's, or the polls' before it
-    /// (`policy::unplaced`). Zero when that CPU was credited to the poll.
-    unplaced: Duration,
+    /// The thread's CPU clock at the last reading before this poll began
+    /// (0 with none: all of it may be the poll's). From there to a reading
+    /// after the poll ended, the clock bounds the poll's CPU, however late
+    /// and however preempted the looks in between.
+    cpu_before: u64,
     /// The thread's CPU clock at a tick that found it between polls: CPU it
     /// used from then to a poll's first look is that poll's (a worker
     /// between polls runs for microseconds, or sleeps), if that poll is the
@@ -303,7 +304,7 @@ impl Track {
             prev_tick: last_tick,
             acct: None,
             stat_at_first_look: None,
-            unplaced: Duration::ZERO,
+            cpu_before: 0,
             idle_cpu: None,
             idle_probe: 0,
             detect_cpu: Duration::ZERO,
@@ -387,16 +388,6 @@ impl Track {
             (Some(a), Some(b)) => Some(if b.0 > a.0 { b } else { a }),
             (a, b) => a.or(b),
         }
-    }
-
-    /// Notes the CPU the thread used from the clock reading `before` (with
-    /// none, since it began) to where the poll's account begins, as CPU no
-    /// look could place.
-    fn note_unplaced(&mut self, before: Option<(Instant, u64)>) {
-        self.unplaced = match self.acct {
-            Some(a) => policy::unplaced(before.map_or(0, |b| b.1), a.last_cpu_ns()),
-            None => Duration::ZERO,
-        };
     }
 
     fn files(&mut self) -> &ThreadFiles {
@@ -1529,8 +1520,7 @@ impl Watchdog {
             };
             self.end_poll(i, now, reason);
             let t = &mut self.tracks[i];
-            let before = t.last_cpu();
-            t.unplaced = Duration::ZERO;
+            t.cpu_before = t.last_cpu().map_or(0, |(_, cpu)| cpu);
             t.epoch = epoch;
             t.seen_late = gap > threshold;
             t.first_seen = now;
@@ -1552,7 +1542,6 @@ impl Watchdog {
                     t.first_seen = p.at;
                     t.acct = p.sched.map(|sched| Account::new(Point { at: p.at, sched }));
                     t.stat_at_first_look = t.files().stat();
-                    t.note_unplaced(before);
                     return Some(now);
                 }
                 // Only its frames match the sample's: the same task, maybe
@@ -1563,7 +1552,6 @@ impl Watchdog {
                 // when the report stage took that long to learn its path).
                 t.first_seen = now;
                 t.begin_account(now);
-                t.note_unplaced(before);
                 return Some(now + threshold);
             }
             t.begin_account(now);
@@ -1582,11 +1570,9 @@ impl Watchdog {
                 None => t.epoch == next_poll,
                 Some(_) => t.epoch & sampled::PROBE != 0 && t.epoch & !sampled::PROBE == next_poll,
             };
-            t.note_unplaced(before);
             if let (Some((at, before)), Some(a)) = (t.idle_cpu.take(), t.acct.as_mut()) {
                 if at == t.prev_tick && only_one {
                     a.add_unseen_cpu(now.saturating_duration_since(at), before);
-                    t.unplaced = Duration::ZERO;
                 }
             }
             // The CPU it used before this look may already be a
@@ -2170,19 +2156,27 @@ impl Watchdog {
             }
             return;
         }
-        // The CPU since its last look went to its end or to the polls
-        // after it: with that and what went unplaced before its first
-        // look, it may have passed the threshold. Not excused, then: a poll
-        // that may have been long, unseen.
+        // Its own time off CPU as the looks measured it, and its CPU from
+        // its thread's clock before it began to now (that CPU went to it or
+        // to the polls next to it): with both, it may have passed the
+        // threshold. Not excused, then: a poll that may have been long,
+        // unseen. The looks' own CPU figures are no bound: a watchdog kept
+        // from a CPU between taking a look's time and reading the clock
+        // reads spans with more CPU than wall time, and caps them.
         let own = t.acct.map_or(Duration::ZERO, |a| a.own);
-        let tail = t.acct.map_or(Duration::ZERO, |a| {
-            match crate::sys::thread::cpu_time_ns(t.tid) {
-                Some(cpu) => policy::unplaced(a.last_cpu_ns(), cpu),
-                // Gone: its clock with it.
-                None => now.saturating_duration_since(a.last_at()),
+        let off_cpu = t
+            .acct
+            .map_or(Duration::ZERO, |a| a.own.saturating_sub(a.cpu));
+        let cpu = match (crate::sys::thread::cpu_time_ns(t.tid), t.acct) {
+            (Some(now_cpu), _) => policy::cpu_between(t.cpu_before, now_cpu),
+            // Gone, its clock with it: the last reading, and all the time since.
+            (None, Some(a)) => {
+                policy::cpu_between(t.cpu_before, a.last_cpu_ns())
+                    + now.saturating_duration_since(a.last_at())
             }
-        });
-        if !policy::excusable(own, t.unplaced + tail, self.settings.threshold) {
+            (None, None) => now.saturating_duration_since(t.seen_after),
+        };
+        if !policy::excusable(off_cpu, cpu, self.settings.threshold) {
             self.stats.unseen += 1;
             return;
         }

@@ -258,27 +258,24 @@ pub(crate) fn look(
     }
 }
 
-/// The thread CPU no look could place, from a reading of the thread's CPU
-/// clock `before` to one `after`: it went to the poll in progress or to the
-/// polls next to it, so it bounds what that poll's own time may lack. Not
-/// capped by the wall time between the looks: a watchdog preempted
-/// between taking a look's time and reading the clock reads the clock
-/// later than its time says, and a cap then drops CPU the poll may have
-/// used.
-pub(crate) fn unplaced(before: u64, after: u64) -> Duration {
+/// How far a thread's CPU clock moved from the reading `before` to the
+/// reading `after`.
+pub(crate) fn cpu_between(before: u64, after: u64) -> Duration {
     Duration::from_nanos(after.saturating_sub(before))
 }
 
-/// Whether a poll longer than the threshold whose measured own time `own`
-/// stayed under it is excused as waiting for a CPU. Only when it stays
-/// under with every CPU its thread used that no look could place (`unplaced`:
-/// before the poll's first look, after its last) counted as the poll's: an
-/// excuse says its own time was under the threshold, and a watchdog kept
-/// from a CPU at the poll's start or end did not see enough of it to say
-/// so (measured: a poll of 40 ms of its own excused with 18 ms seen).
-/// Otherwise it is neither: a poll that may have been long, counted unseen.
-pub(crate) fn excusable(own: Duration, unplaced: Duration, threshold: Duration) -> bool {
-    own + unplaced < threshold
+/// Whether a poll longer than the threshold whose measured own time stayed
+/// under it is excused as waiting for a CPU: only if its own time stays
+/// under with its time asleep (`off_cpu`, as the looks measured it) and all
+/// the CPU its thread used from before it began to after it ended (`cpu`,
+/// from the thread's clock: its own and its neighbours' polls'). An excuse
+/// says its own time was under the threshold; looks that came late at the
+/// poll's start or end, or were preempted between their time and their
+/// clock read, did not see enough of it to say so (measured: a poll of
+/// 40 ms of its own CPU excused with 18 ms seen). Otherwise it is neither:
+/// a poll that may have been long, counted unseen.
+pub(crate) fn excusable(off_cpu: Duration, cpu: Duration, threshold: Duration) -> bool {
+    off_cpu + cpu < threshold
 }
 
 /// CPU a runnable thread must have had since the last look before it is
@@ -404,19 +401,19 @@ mod tests {
     }
 
     #[test]
-    fn an_excuse_holds_only_with_the_unplaced_cpu_counted() {
+    fn an_excuse_holds_only_with_all_the_threads_cpu_counted() {
         assert!(excusable(8 * MS, 5 * MS, T));
-        assert!(!excusable(18 * MS, 2 * MS, T));
-        assert!(!excusable(T, Duration::ZERO, T));
-        assert!(excusable(19 * MS, Duration::ZERO, T));
+        assert!(!excusable(2 * MS, 18 * MS, T));
+        assert!(!excusable(Duration::ZERO, T, T));
+        assert!(excusable(Duration::ZERO, 19 * MS, T));
     }
 
     #[test]
-    fn unplaced_cpu_is_what_the_clock_moved_between_two_readings() {
+    fn cpu_between_is_what_the_clock_moved() {
         let ms = |n: u64| n * 1_000_000;
-        assert_eq!(unplaced(ms(100), ms(104)), 4 * MS);
+        assert_eq!(cpu_between(ms(100), ms(104)), 4 * MS);
         // Readings out of order: nothing.
-        assert_eq!(unplaced(ms(100), ms(90)), Duration::ZERO);
+        assert_eq!(cpu_between(ms(100), ms(90)), Duration::ZERO);
     }
 
     #[test]
