@@ -7,8 +7,10 @@
 //!   a CPU, unable to take a signal) is one episode naming its function;
 //! - the first poll of a new thread is measured like any other;
 //! - with both cores kept busy by other threads, every poll whose own time
-//!   is at least twice the threshold is reported, and a CPU loop never
-//!   reads as off-CPU.
+//!   is at least twice the threshold is reported or, if pollwatch's own
+//!   thread was kept from a CPU, counted as unseen; none is excused as
+//!   waiting for a CPU, even with the watchdog reniced to 19; a CPU loop
+//!   never reads as off-CPU.
 
 mod support;
 

@@ -534,11 +534,12 @@ pub struct Counters {
     /// short of one), so they may have been longer than the threshold
     /// without being seen: at most one per threshold of the gap, per
     /// thread. Also polls seen longer than the threshold whose own time
-    /// was seen under it, but not by enough: the CPU their thread used
-    /// before their first look and after their last, which no look could
-    /// place, would put them over it (such a poll is never excused as
-    /// waiting for a CPU). An upper bound on the episodes missed; 0 when
-    /// the watchdog always looked in time.
+    /// was seen under it, but not by enough to excuse them as waiting for
+    /// a CPU: their time asleep plus all the CPU their thread's clock
+    /// moved from before they began to after they ended (theirs, or the
+    /// polls' next to them: looks that came late could not tell) would
+    /// put them over it. An upper bound on the episodes missed; 0 when the
+    /// watchdog always looked in time.
     pub unseen_polls: u64,
     /// Waits read as polls and dropped: in sampled mode, a `block_on`
     /// whose root future's poll is inlined into the loop's own frame (a
